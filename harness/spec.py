@@ -1,0 +1,318 @@
+"""Experiment specs: YAML files validated into typed objects at load time.
+
+A spec is flat and its values are registry keys::
+
+    name: eam_table4
+    model: {num_classes: 51, frames: 16, size: 112}
+    grid:                      # every combination of these axes is a trial
+      backbone: [resnet3d_50, resnext3d_101]
+      attention: [none, se, eca, cbam, eam]
+      placement: [stage_output]
+      frames: [16, 64]
+    exclude:                   # drop the grid trials matching every key given
+      - {backbone: resnet3d_50, frames: 64}
+    include: []                # extra trials: axis values, others from the first grid value
+    reference:                 # what the paper prints for a row (used by reports)
+      - match: {backbone: resnet3d_50, attention: none}
+        values: {params_m: 46.30, gflops: 10.102, hmdb51_split1: 62.5}
+
+Grid axes are `backbone`, `attention`, `placement`, `frames`, `size`, `num_classes`, and any option
+of a backbone or attention module (e.g. `k_c`, `order`, `shortcut`). Every mistake is a
+`SpecError` naming the file, the key and the accepted values. A spec without a `dataset` section
+is profile-only (`harness profile`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registry import (
+    ATTENTION,
+    BACKBONES,
+    ConfigError,
+    PlacementRule,
+    ResolvedModel,
+    parse_placement,
+    resolve_model,
+)
+from registry.options import check_value, options_of
+
+TOP_LEVEL_KEYS = ("name", "description", "model", "grid", "include", "exclude", "reference")
+MODEL_KEYS = ("num_classes", "frames", "size", "options")
+MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
+
+
+class SpecError(ConfigError):
+    """A spec file that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One model of a spec's grid, with every value resolved."""
+
+    backbone: str
+    attention: str
+    placement: PlacementRule
+    num_classes: int
+    frames: int
+    size: int
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """A stable, unique, readable identifier: `resnet3d_50-eam-stage_output-f16-k_c=3`."""
+        parts = [self.backbone, self.attention, self.placement.label, f"f{self.frames}"]
+        parts += [f"s{self.size}", f"c{self.num_classes}"]
+        parts += [f"{name}={value}" for name, value in self.options]
+        return "-".join(parts)
+
+    def fields(self) -> dict[str, Any]:
+        """Axis values as a flat dict (what `include`, `exclude` and `reference` match against)."""
+        return {
+            "backbone": self.backbone,
+            "attention": self.attention,
+            "placement": self.placement.label,
+            "num_classes": self.num_classes,
+            "frames": self.frames,
+            "size": self.size,
+            **dict(self.options),
+        }
+
+    def resolve(self) -> ResolvedModel:
+        return resolve_model(
+            self.backbone,
+            attention=self.attention,
+            placement=self.placement,
+            num_classes=self.num_classes,
+            **dict(self.options),
+        )
+
+    def input_shape(self, resolved: ResolvedModel) -> tuple[int, ...]:
+        """The input of one sample: `(C, T, H, W)` for 3D backbones, `(C, H, W)` for 2D."""
+        channels = resolved.backbone.input_shape[0]
+        if resolved.backbone.dims == 3:
+            return (channels, self.frames, self.size, self.size)
+        return (channels, self.size, self.size)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Values a paper prints for the trials matching `match`."""
+
+    match: dict[str, Any]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: its trials in grid order and the paper's reference values."""
+
+    path: Path
+    name: str
+    description: str
+    trials: tuple[Trial, ...]
+    references: tuple[Reference, ...] = field(default=())
+    content_hash: str = ""
+
+    def reference_for(self, trial: Trial) -> dict[str, Any]:
+        """The paper's values for `trial` (later references override earlier ones)."""
+        values: dict[str, Any] = {}
+        for reference in self.references:
+            if _matches(trial.fields(), reference.match):
+                values.update(reference.values)
+        return values
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate `path`; raises `SpecError` naming the file and key on any mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    return parse_spec(raw, path, hashlib.sha256(text.encode()).hexdigest())
+
+
+def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
+    where = _Where(path)
+    raw = where.mapping(raw, "the top level")
+    if "dataset" in raw:
+        raise where.error(
+            "dataset",
+            "training specs are not supported yet: this version profiles models only. Remove "
+            "the 'dataset' section to profile the grid with 'harness profile'.",
+        )
+    where.only_keys(raw, TOP_LEVEL_KEYS, "the top level")
+    name = where.typed(raw, "name", str)
+    model = where.mapping(raw.get("model", {}), "model")
+    where.only_keys(model, MODEL_KEYS, "model")
+    defaults = {
+        "num_classes": where.typed(model, "num_classes", int, "model."),
+        "frames": where.typed(model, "frames", int, "model.", default=16),
+        "size": where.typed(model, "size", int, "model.", default=112),
+    }
+    fixed_options = where.mapping(model.get("options", {}), "model.options")
+    axes = _grid_axes(where, raw.get("grid", {}))
+    rows = _expand_grid(where, axes, raw)
+    trials = tuple(_trial(where, row, defaults, fixed_options) for row in rows)
+    keys = [t.key for t in trials]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
+    references = tuple(_references(where, raw.get("reference", [])))
+    description = where.typed(raw, "description", str, default="")
+    return Spec(path, name, description, trials, references, content_hash)
+
+
+def _grid_axes(where: _Where, grid: Any) -> dict[str, list[Any]]:
+    grid = where.mapping(grid, "grid")
+    accepted = set(MODEL_AXES) | _option_names()
+    axes = {}
+    for axis, values in grid.items():
+        if axis not in accepted:
+            raise where.error(
+                f"grid.{axis}",
+                f"unknown axis. Accepted axes: {', '.join(MODEL_AXES)}, or an option of a backbone "
+                f"or attention module ({', '.join(sorted(_option_names()))}).",
+            )
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise where.error(f"grid.{axis}", "the list is empty; give at least one value.")
+        axes[axis] = values
+    for required in ("backbone",):
+        if required not in axes:
+            raise where.error("grid", f"the grid needs a '{required}' axis.")
+    return axes
+
+
+def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> list[dict[str, Any]]:
+    names = list(axes)
+    rows = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    excludes = [
+        where.mapping(rule, f"exclude[{i}]")
+        for i, rule in enumerate(_listed(where, raw, "exclude"))
+    ]
+    for i, rule in enumerate(excludes):
+        for key in rule:
+            if key not in axes:
+                raise where.error(f"exclude[{i}].{key}", f"not a grid axis ({', '.join(names)}).")
+    rows = [row for row in rows if not any(_matches(_labelled(row), r) for r in excludes)]
+    for i, extra in enumerate(_listed(where, raw, "include")):
+        extra = where.mapping(extra, f"include[{i}]")
+        rows.append({**{axis: values[0] for axis, values in axes.items()}, **extra})
+    return rows
+
+
+def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -> Trial:
+    values = {**defaults, **row}
+    options = {**fixed, **{k: v for k, v in row.items() if k not in MODEL_AXES}}
+    context = ", ".join(f"{k}={v}" for k, v in row.items())
+    try:
+        for axis in ("backbone", "attention"):
+            if axis in values and not isinstance(values[axis], str):
+                raise ConfigError(f"{axis} must be a registry name, got {values[axis]!r}.")
+        for axis in ("num_classes", "frames", "size"):
+            if check_value(axis, int, values[axis]) < 1:
+                raise ConfigError(f"{axis} = {values[axis]}: expected a positive integer.")
+        trial = Trial(
+            backbone=values["backbone"],
+            attention=values.get("attention", "none"),
+            placement=parse_placement(values.get("placement", "none")),
+            num_classes=values["num_classes"],
+            frames=values["frames"],
+            size=values["size"],
+            options=tuple(sorted(options.items())),
+        )
+        trial.resolve()  # checks names, options and the placement against the backbone
+    except ConfigError as error:
+        raise SpecError(f"{where.path}: trial ({context}): {error}") from None
+    return trial
+
+
+def _references(where: _Where, raw: Any) -> list[Reference]:
+    if not isinstance(raw, list):
+        raise where.error("reference", "expected a list of {match: {...}, values: {...}} entries.")
+    found = []
+    for i, entry in enumerate(raw):
+        entry = where.mapping(entry, f"reference[{i}]")
+        where.only_keys(entry, ("match", "values"), f"reference[{i}]")
+        found.append(
+            Reference(
+                dict(where.mapping(entry.get("match", {}), f"reference[{i}].match")),
+                dict(where.mapping(entry.get("values", {}), f"reference[{i}].values")),
+            )
+        )
+    return found
+
+
+def _listed(where: _Where, raw: Mapping, key: str) -> list:
+    value = raw.get(key, []) or []
+    if not isinstance(value, list):
+        raise where.error(key, "expected a list of mappings of axis values.")
+    return value
+
+
+def _labelled(row: Mapping[str, Any]) -> dict[str, Any]:
+    if "placement" in row:
+        return {**row, "placement": parse_placement(row["placement"]).label}
+    return dict(row)
+
+
+def _matches(fields: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
+    return all(key in fields and fields[key] == value for key, value in match.items())
+
+
+def _option_names() -> set[str]:
+    names: set[str] = set()
+    for backbone in BACKBONES:
+        names |= set(options_of(BACKBONES.get(backbone).build))
+    for attention in ATTENTION:
+        names |= set(options_of(ATTENTION.get(attention).reference_class))
+    return names
+
+
+class _Where:
+    """Builds messages that name the spec file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> SpecError:
+        return SpecError(f"{self.path}: key '{key}': {problem}")
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a mapping of keys to values, got {value!r}.")
+        return value
+
+    def only_keys(self, value: Mapping, allowed: tuple[str, ...], key: str) -> None:
+        for name in value:
+            if name not in allowed:
+                raise SpecError(
+                    f"{self.path}: unknown key '{name}' in {key}. Accepted keys: "
+                    f"{', '.join(allowed)}."
+                )
+
+    def typed(
+        self, value: Mapping, key: str, kind: type, prefix: str = "", default: Any = ...
+    ) -> Any:
+        if key not in value:
+            if default is ...:
+                raise self.error(prefix + key, f"missing; expected a {kind.__name__}.")
+            return default
+        found = value[key]
+        if not isinstance(found, kind) or isinstance(found, bool) and kind is not bool:
+            raise self.error(
+                prefix + key, f"expected a {kind.__name__}, got {found!r} ({type(found).__name__})."
+            )
+        return found

@@ -1,0 +1,94 @@
+"""Convolutional Block Attention Module (Woo et al., "CBAM", ECCV 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from registry.attention.base import register_attention
+from registry.attention.pooling import (
+    broadcastable,
+    check_odd_kernel,
+    global_avg_pool,
+    global_max_pool,
+)
+from registry.errors import ConfigError
+
+
+class ChannelGate(nn.Module):
+    """CBAM eq. 2: `M_c = σ(MLP(AvgPool(x)) + MLP(MaxPool(x)))`, one MLP shared by both."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        if reduction < 1 or channels // reduction < 1:
+            raise ConfigError(
+                f"cbam: option reduction={reduction} leaves no hidden units for {channels} "
+                f"channels; use an integer between 1 and {channels}."
+            )
+        # No bias, like SE: AARM Table 6 (+2.52 M for CBAM in every block) rules biases out.
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, channels // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.sigmoid(self.mlp(global_avg_pool(x)) + self.mlp(global_max_pool(x)))
+        return broadcastable(weights, x)  # (N, C, 1, …)
+
+
+class SpatialGate(nn.Module):
+    """CBAM eq. 3: `M_s = σ(conv([mean_c(x); max_c(x)]))`, one map shared by all channels.
+
+    In 3D the convolution is 1×k×k: a k×k spatial map per frame, CBAM's own kernel (k=7) with no
+    temporal mixing. Three reasons: CBAM stays the purely spatial/channel baseline it is in EAM's
+    comparison (temporal attention is what EAM-T adds); it is the natural inflation of the 2D
+    module; and it is the only kernel among 1×7×7, 3×7×7 and 7×7×7 whose cost fits EAM Table 4
+    (the 64-frame CBAM row is 38.476 GFLOPs; 7×7×7 would add 0.020 G more). A BatchNorm follows the
+    convolution, as in CBAM's reference code.
+    """
+
+    def __init__(self, dims: int, kernel_size: int) -> None:
+        super().__init__()
+        check_odd_kernel("cbam", "kernel_size", kernel_size)
+        if dims == 3:
+            k, pad = (1, kernel_size, kernel_size), (0, kernel_size // 2, kernel_size // 2)
+            self.conv = nn.Conv3d(2, 1, k, padding=pad, bias=False)
+            self.bn = nn.BatchNorm3d(1)
+        else:
+            self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+            self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The channel mean is a reduction, not a pooling op: free under both FLOP conventions.
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.bn(self.conv(pooled)))  # (N, 1, [T,] H, W)
+
+
+class _CBAM(nn.Module):
+    """CBAM: channel gate then spatial gate, in sequence (CBAM eq. 1)."""
+
+    dims = 3
+
+    def __init__(self, channels: int, *, reduction: int = 16, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.channel = ChannelGate(channels, reduction)
+        self.spatial = SpatialGate(self.dims, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel(x)  # F' = M_c(F) ⊗ F
+        return x * self.spatial(x)  # F'' = M_s(F') ⊗ F'
+
+
+@register_attention("cbam", dims=(3,))
+class CBAM3d(_CBAM):
+    """CBAM on `(N, C, T, H, W)`: shared-MLP channel gate, then a 1×7×7 spatial gate per frame."""
+
+    dims = 3
+
+
+@register_attention("cbam", dims=(2,))
+class CBAM2d(_CBAM):
+    """CBAM on `(N, C, H, W)`: shared-MLP channel gate, then a 7×7 spatial gate."""
+
+    dims = 2

@@ -1,0 +1,48 @@
+"""Global pooling shared by the attention modules.
+
+Average pooling is written with `adaptive_avg_pool*d` on purpose: the `paper` FLOP convention
+(`harness.complexity`) counts average-pooling ops at one FLOP per input element, as the EAM
+paper's Table 4 implies, and leaves max pooling, sigmoid and element-wise gating free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from registry.errors import ConfigError
+
+_AVG = {3: F.adaptive_avg_pool1d, 4: F.adaptive_avg_pool2d, 5: F.adaptive_avg_pool3d}
+_MAX = {3: F.adaptive_max_pool1d, 4: F.adaptive_max_pool2d, 5: F.adaptive_max_pool3d}
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis after the second: `(N, C, ...)` → `(N, C)`."""
+    return _AVG[x.dim()](x, 1).flatten(1)
+
+
+def global_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """Maximum over every axis after the second: `(N, C, ...)` → `(N, C)`."""
+    return _MAX[x.dim()](x, 1).flatten(1)
+
+
+def broadcastable(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`(N, C)` weights viewed as `(N, C, 1, …)` to scale a tensor shaped like `like`."""
+    return weights.view(*weights.shape, *([1] * (like.dim() - 2)))
+
+
+def check_odd_kernel(module: str, option: str, value: int) -> int:
+    if value < 1 or value % 2 == 0:
+        raise ConfigError(
+            f"{module}: option {option}={value} is not allowed; the kernel size must be a positive "
+            "odd integer (1, 3, 5, 7, 9, …) so that the convolution keeps every position centred."
+        )
+    return value
+
+
+def adaptive_eca_kernel(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """ECA-Net's eq. 14: k = |log2(C)/γ + b/γ| rounded to the nearest odd integer above."""
+    k = int(abs(math.log2(channels) / gamma + b / gamma))
+    return k if k % 2 else k + 1

@@ -1,0 +1,321 @@
+"""3D ResNets and ResNeXt as released with 3D-ResNets-PyTorch (Hara et al., CVPR 2018).
+
+Parameter names and shapes are those of the released Kinetics checkpoints (`conv1`, `bn1`,
+`layer1`…`layer4` of `conv1, bn1, conv2, bn2[, conv3, bn3]` blocks with `downsample.0/1`, `fc`), so
+those files load strictly. The one departure: the final pooling is global (adaptive), so any clip
+length works (the 2018 code fixed the pooling window to the training clip size).
+
+Data flow (stage names as in the EAM paper, res2–res5 = layer1–layer4)::
+
+    clip (N, 3, T, H, W)
+      → conv1 7×7×7 /(1,2,2) → bn1 → relu → maxpool /2          (N, 64, T/2, H/4, W/4)
+      → res2 → [attention] → res3 → [attention] → res4 → [attention] → res5 → [attention]
+      → global average pool → fc                                (N, num_classes)
+
+Attention modules sit where the placement puts them: at a stage output (``resK.out``) or inside a
+block on the residual branch before the addition (``resK.blockI``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from registry.backbones.base import AttentionAt, BackboneEntry, no_attention
+from registry.placement import InsertionPoint
+
+STAGES = ("res2", "res3", "res4", "res5")
+Shortcut = Literal["A", "B"]
+
+
+def _conv3x3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Shortcut type A: a parameter-free strided identity with zero channels appended.
+
+    Hara's code strides with a 1×1×1 average pool; slicing selects the same elements.
+    """
+
+    def __init__(self, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride
+        x = x[:, :, ::s, ::s, ::s]
+        return F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3×3 convolutions (ResNet-10/18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        attention: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3x3(planes, planes)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.downsample = downsample
+        self.attention = attention
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn2(self.conv2(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.residual(x)
+        if self.attention is not None:
+            out = self.attention(out)  # on the residual branch, before the addition
+        return self.relu(out + identity)
+
+
+class Bottleneck(BasicBlock):
+    """1×1×1 → 3×3×3 (strided) → 1×1×1, expansion 4 (ResNet-50 and deeper)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        attention: nn.Module | None = None,
+        *,
+        width: int | None = None,
+        groups: int = 1,
+    ) -> None:
+        nn.Module.__init__(self)
+        width = width or planes
+        self.conv1 = nn.Conv3d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.conv2 = _conv3x3x3(width, width, stride, groups)
+        self.bn2 = nn.BatchNorm3d(width)
+        self.conv3 = nn.Conv3d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.attention = attention
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+
+class ResNeXtBottleneck(Bottleneck):
+    """Hara's 2018 ResNeXt block: expansion 2, grouped 3×3×3 of width cardinality·planes/32."""
+
+    expansion = 2
+    cardinality = 32
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample=None, attention=None
+    ):
+        width = self.cardinality * (planes // 32)
+        super().__init__(
+            inplanes, planes, stride, downsample, attention, width=width, groups=self.cardinality
+        )
+
+
+class ResNet3D(nn.Module):
+    """Hara's 3D ResNet / ResNeXt with attention modules where `attention_at` puts them."""
+
+    def __init__(
+        self,
+        block: type[BasicBlock],
+        layers: tuple[int, int, int, int],
+        stage_planes: tuple[int, int, int, int],
+        *,
+        num_classes: int,
+        shortcut: Shortcut = "B",
+        attention_at: AttentionAt = no_attention,
+    ) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv3d(3, 64, 7, stride=(1, 2, 2), padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(3, stride=2, padding=1)
+        self.stage_attention = nn.ModuleDict()
+        for index, (stage, blocks, planes) in enumerate(
+            zip(STAGES, layers, stage_planes, strict=True)
+        ):
+            stride = 1 if index == 0 else 2
+            layer = self._make_layer(stage, block, planes, blocks, stride, shortcut, attention_at)
+            self.add_module(f"layer{index + 1}", layer)
+            module = attention_at(f"{stage}.out")
+            if module is not None:
+                self.stage_attention[stage] = module
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(stage_planes[-1] * block.expansion, num_classes)
+        _init_weights(self)
+
+    def _make_layer(
+        self,
+        stage: str,
+        block: type[BasicBlock],
+        planes: int,
+        blocks: int,
+        stride: int,
+        shortcut: Shortcut,
+        attention_at: AttentionAt,
+    ) -> nn.Sequential:
+        out_channels = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out_channels:
+            if shortcut == "A":
+                downsample = ZeroPadShortcut(out_channels, stride)
+            else:
+                downsample = nn.Sequential(
+                    nn.Conv3d(self.inplanes, out_channels, 1, stride=stride, bias=False),
+                    nn.BatchNorm3d(out_channels),
+                )
+        layers = []
+        for i in range(blocks):
+            layers.append(
+                block(
+                    self.inplanes,
+                    planes,
+                    stride if i == 0 else 1,
+                    downsample if i == 0 else None,
+                    attention_at(f"{stage}.block{i}"),
+                )
+            )
+            self.inplanes = out_channels
+        return nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps of the last stage, `(N, C, T', H', W')` (Grad-CAM uses these)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, T/2, H/4, W/4)
+        for index, stage in enumerate(STAGES):
+            x = getattr(self, f"layer{index + 1}")(x)
+            if stage in self.stage_attention:
+                x = self.stage_attention[stage](x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x)).flatten(1)  # (N, C)
+        return self.fc(x)
+
+
+def _init_weights(model: nn.Module) -> None:
+    """Hara's initialisation for the backbone's own layers (attention modules keep their own)."""
+    for name, module in model.named_modules():
+        if "attention" in name:
+            continue
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm3d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+# depth → (block, blocks per stage); stage widths ("planes") 64/128/256/512
+RESNET_DEPTHS: dict[int, tuple[type[BasicBlock], tuple[int, int, int, int]]] = {
+    10: (BasicBlock, (1, 1, 1, 1)),
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+    200: (Bottleneck, (3, 24, 36, 3)),
+}
+RESNET_PLANES = (64, 128, 256, 512)
+RESNEXT_PLANES = (128, 256, 512, 1024)
+
+
+def _insertion_points(
+    block: type[BasicBlock], layers: tuple[int, ...], planes: tuple[int, ...]
+) -> tuple[InsertionPoint, ...]:
+    points = []
+    for stage, blocks, width in zip(STAGES, layers, planes, strict=True):
+        channels = width * block.expansion
+        points += [
+            InsertionPoint(f"{stage}.block{i}", "block", stage, channels) for i in range(blocks)
+        ]
+        points.append(InsertionPoint(f"{stage}.out", "stage_output", stage, channels))
+    return tuple(points)
+
+
+def _resnet_builder(depth: int):
+    block, layers = RESNET_DEPTHS[depth]
+
+    def build(
+        *, num_classes: int, attention_at: AttentionAt = no_attention, shortcut: Shortcut = "B"
+    ) -> ResNet3D:
+        return ResNet3D(
+            block,
+            layers,
+            RESNET_PLANES,
+            num_classes=num_classes,
+            shortcut=shortcut,
+            attention_at=attention_at,
+        )
+
+    def points(*, shortcut: Shortcut = "B") -> tuple[InsertionPoint, ...]:
+        return _insertion_points(block, layers, RESNET_PLANES)
+
+    return build, points
+
+
+def _build_resnext101(*, num_classes: int, attention_at: AttentionAt = no_attention) -> ResNet3D:
+    return ResNet3D(
+        ResNeXtBottleneck,
+        (3, 4, 23, 3),
+        RESNEXT_PLANES,
+        num_classes=num_classes,
+        shortcut="B",
+        attention_at=attention_at,
+    )
+
+
+def _resnext101_points() -> tuple[InsertionPoint, ...]:
+    return _insertion_points(ResNeXtBottleneck, (3, 4, 23, 3), RESNEXT_PLANES)
+
+
+def entries() -> list[BackboneEntry]:
+    """The 3D backbones: `resnet3d_{10,18,34,50,101,152,200}` and `resnext3d_101`."""
+    found = []
+    for depth in RESNET_DEPTHS:
+        build, points = _resnet_builder(depth)
+        found.append(
+            BackboneEntry(
+                name=f"resnet3d_{depth}",
+                build=build,
+                points=points,
+                dims=3,
+                input_shape=(3, 16, 112, 112),
+                classifier="fc",
+                description=f"3D ResNet-{depth} (Hara et al. 2018); shortcut A|B",
+            )
+        )
+    found.append(
+        BackboneEntry(
+            name="resnext3d_101",
+            build=_build_resnext101,
+            points=_resnext101_points,
+            dims=3,
+            input_shape=(3, 16, 112, 112),
+            classifier="fc",
+            description="3D ResNeXt-101, cardinality 32 (Hara et al. 2018 release layout)",
+        )
+    )
+    return found

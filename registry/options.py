@@ -1,0 +1,97 @@
+"""Options: the keyword-only constructor arguments of backbones and attention modules.
+
+Options are read from signatures and type hints, so a module documents its options once, in its
+own code, and specs, `build_model` and `harness list` all agree with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from registry.errors import ConfigError
+
+# Arguments the framework passes itself; they are not user options.
+FRAMEWORK_ARGUMENTS = frozenset({"channels", "num_classes", "attention_at"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its name, accepted type and default."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.annotation)
+
+
+def options_of(fn: Callable[..., Any] | None) -> dict[str, Option]:
+    """The options of a constructor or builder, in declaration order."""
+    if fn is None:
+        return {}
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    hints = typing.get_type_hints(target)
+    found = {}
+    for param in inspect.signature(target).parameters.values():
+        if param.kind is not param.KEYWORD_ONLY or param.name in FRAMEWORK_ARGUMENTS:
+            continue
+        found[param.name] = Option(param.name, hints.get(param.name, Any), param.default)
+    return found
+
+
+def check_options(owner: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict:
+    """`given` checked against `declared`: unknown names and wrong types raise `ConfigError`."""
+    checked = {}
+    for name, value in given.items():
+        if name not in declared:
+            accepted = ", ".join(f"{o.name} ({o.type_name})" for o in declared.values()) or "none"
+            raise ConfigError(f"{owner} has no option {name!r}. Accepted options: {accepted}.")
+        checked[name] = check_value(f"{owner}: option {name}", declared[name].annotation, value)
+    return checked
+
+
+def check_value(where: str, annotation: Any, value: Any) -> Any:
+    """`value` if it fits `annotation` (ints are accepted as floats), else `ConfigError`."""
+    if _fits(annotation, value):
+        return float(value) if annotation is float else value
+    raise ConfigError(
+        f"{where} = {value!r} has the wrong type: expected {_type_name(annotation)}, "
+        f"got {type(value).__name__}."
+    )
+
+
+def _fits(annotation: Any, value: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + "|".join(map(str, typing.get_args(annotation)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))

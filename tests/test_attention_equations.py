@@ -1,0 +1,195 @@
+"""Each attention module against a small hand-computed example of its paper's equations.
+
+The expected values are computed here with NumPy from the equations themselves (known weights,
+known input), independently of the modules' code paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from registry import ATTENTION, ConfigError
+from registry.attention.cbam import CBAM2d, CBAM3d
+from registry.attention.eam import EAM, EAMSpatial, EAMTemporal
+from registry.attention.eca import EfficientChannelAttention
+from registry.attention.pooling import adaptive_eca_kernel
+from registry.attention.se import SqueezeExcitation
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def conv1d_same(signal: np.ndarray, kernel: list[float]) -> np.ndarray:
+    """Cross-correlation with zero padding k//2, as nn.Conv1d computes it."""
+    k = len(kernel)
+    padded = np.pad(signal, k // 2)
+    return np.array([sum(kernel[j] * padded[i + j] for j in range(k)) for i in range(len(signal))])
+
+
+# (C=4, T=1, H=1, W=2): per-channel values chosen so means and maxima differ
+X = np.array([[1.0, 3.0], [-2.0, 0.0], [0.0, 0.0], [4.0, 4.0]]).reshape(1, 4, 1, 1, 2)
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.tensor(array, dtype=torch.float32)
+
+
+def set_weight(param: torch.nn.Parameter, values: list) -> None:
+    with torch.no_grad():
+        param.copy_(torch.tensor(values, dtype=torch.float32).reshape(param.shape))
+
+
+def test_se_matches_squeeze_and_excitation_equations():
+    module = SqueezeExcitation(4, reduction=2)
+    w1 = [[1, 0, 0, 0], [0, 1, 0, 0]]
+    w2 = [[1, 0], [0, 1], [1, 1], [0, -1]]
+    set_weight(module.fc1.weight, w1)
+    set_weight(module.fc2.weight, w2)
+    squeeze = X.mean(axis=(2, 3, 4))[0]  # eq. 2: [2, -1, 0, 4]
+    excitation = sigmoid(np.array(w2) @ np.maximum(np.array(w1) @ squeeze, 0))  # eq. 3
+    expected = X * excitation.reshape(1, 4, 1, 1, 1)  # eq. 4
+    np.testing.assert_allclose(module(as_tensor(X)).detach().numpy(), expected, rtol=1e-6)
+    assert module.fc1.bias is None and module.fc2.bias is None
+
+
+def test_eca_matches_local_cross_channel_equation():
+    module = EfficientChannelAttention(4, k_size=3)
+    kernel = [1.0, 2.0, 0.5]
+    set_weight(module.conv.weight, kernel)
+    descriptor = X.mean(axis=(2, 3, 4))[0]
+    weights = sigmoid(conv1d_same(descriptor, kernel))  # [σ(3.5), σ(0), σ(1), σ(8)]
+    np.testing.assert_allclose(weights, sigmoid(np.array([3.5, 0.0, 1.0, 8.0])))
+    expected = X * weights.reshape(1, 4, 1, 1, 1)
+    np.testing.assert_allclose(module(as_tensor(X)).detach().numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels, k", [(64, 3), (256, 5), (512, 5), (1024, 5), (2048, 7)])
+def test_eca_adaptive_kernel_follows_eq_14(channels, k):
+    assert adaptive_eca_kernel(channels) == k
+    assert EfficientChannelAttention(channels).conv.kernel_size == (k,)
+
+
+def _cbam_expected(x: np.ndarray, spatial_kernel: list[float]) -> np.ndarray:
+    avg, mx = x.mean(axis=(2, 3, 4))[0], x.max(axis=(2, 3, 4))[0]
+    channel = sigmoid(np.maximum(avg, 0) + np.maximum(mx, 0))  # identity MLP layers
+    refined = x * channel.reshape(1, -1, 1, 1, 1)
+    pooled_mean, pooled_max = refined.mean(axis=1), refined.max(axis=1)
+    bn_scale = 1 / np.sqrt(1 + 1e-5)  # eval-mode BatchNorm with initial statistics
+    spatial = sigmoid((spatial_kernel[0] * pooled_mean + spatial_kernel[1] * pooled_max) * bn_scale)
+    return refined * spatial[:, None]
+
+
+def test_cbam_matches_channel_then_spatial_equations():
+    x = X[:, :2]  # two channels: [1, 3] and [-2, 0]
+    module = CBAM3d(2, reduction=1, kernel_size=1).eval()
+    set_weight(module.channel.mlp[0].weight, [[1, 0], [0, 1]])
+    set_weight(module.channel.mlp[2].weight, [[1, 0], [0, 1]])
+    set_weight(module.spatial.conv.weight, [1.0, -1.0])
+    expected = _cbam_expected(x, [1.0, -1.0])
+    np.testing.assert_allclose(module(as_tensor(x)).detach().numpy(), expected, rtol=1e-5)
+
+
+def test_cbam_spatial_kernel_is_1x7x7_in_3d_and_7x7_in_2d():
+    assert CBAM3d(64).spatial.conv.kernel_size == (1, 7, 7)
+    assert CBAM2d(64).spatial.conv.kernel_size == (7, 7)
+
+
+# EAM: (C=3, T=2, H=1, W=1) for EAM-S and (C=2, T=3, H=1, W=2) for EAM-T
+V_S = np.array([[1.0, 2.0], [0.0, -4.0], [3.0, 3.0]]).reshape(1, 3, 2, 1, 1)
+V_T = np.arange(12, dtype=float).reshape(1, 2, 3, 1, 2) * np.array([1, -1]).reshape(1, 2, 1, 1, 1)
+KERNEL = [0.5, 1.0, -1.0]
+
+
+def eam_s_expected(v: np.ndarray, kernel: list[float]) -> np.ndarray:
+    s = v.mean(axis=(2, 3, 4))[0] + v.max(axis=(2, 3, 4))[0]  # eqs. 4–6
+    return v * sigmoid(conv1d_same(s, kernel)).reshape(1, -1, 1, 1, 1)  # eq. 7
+
+
+def eam_t_expected(v: np.ndarray, kernel: list[float]) -> np.ndarray:
+    f = v.mean(axis=(1, 3, 4))[0] + v.max(axis=(1, 3, 4))[0]  # eqs. 8–10
+    return v * sigmoid(conv1d_same(f, kernel)).reshape(1, 1, -1, 1, 1)  # eq. 11
+
+
+def test_eam_s_matches_eqs_4_to_7():
+    module = EAMSpatial(3, k_c=3)
+    set_weight(module.gate.conv.weight, KERNEL)
+    # s = [3.5, -2, 6]; conv: [5.5, -6.25, 5]
+    expected = V_S * sigmoid(np.array([5.5, -6.25, 5.0])).reshape(1, 3, 1, 1, 1)
+    np.testing.assert_allclose(eam_s_expected(V_S, KERNEL), expected)
+    np.testing.assert_allclose(module(as_tensor(V_S)).detach().numpy(), expected, rtol=1e-6)
+
+
+def test_eam_t_matches_eqs_8_to_11():
+    module = EAMTemporal(2, k_t=3)
+    set_weight(module.gate.conv.weight, KERNEL)
+    expected = eam_t_expected(V_T, KERNEL)
+    np.testing.assert_allclose(module(as_tensor(V_T)).detach().numpy(), expected, rtol=1e-6)
+    weights = module.frame_weights(as_tensor(V_T)).detach().numpy()[0]
+    np.testing.assert_allclose(weights, expected[0, 1, :, 0, 1] / V_T[0, 1, :, 0, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("order", ["st", "ts", "parallel"])
+def test_eam_combinations_and_residual_eq_3(order):
+    v = V_T
+    module = EAM(2, k_c=3, k_t=3, order=order)
+    set_weight(module.spatial.gate.conv.weight, [0.2, -0.3, 0.7])
+    set_weight(module.temporal.gate.conv.weight, KERNEL)
+    s_kernel = [0.2, -0.3, 0.7]
+    if order == "st":
+        refined = eam_t_expected(eam_s_expected(v, s_kernel), KERNEL)  # eqs. 1–2
+    elif order == "ts":
+        refined = eam_s_expected(eam_t_expected(v, KERNEL), s_kernel)
+    else:
+        refined = 0.5 * (eam_s_expected(v, s_kernel) + eam_t_expected(v, KERNEL))
+    expected = v + refined  # eq. 3
+    np.testing.assert_allclose(module(as_tensor(v)).detach().numpy(), expected, rtol=1e-5)
+
+
+def test_eam_parameter_count_is_k_c_plus_k_t():
+    assert sum(p.numel() for p in EAM(2048, k_c=5, k_t=7).parameters()) == 12
+
+
+@pytest.mark.parametrize("cls, option", [(EAMSpatial, "k_c"), (EAMTemporal, "k_t")])
+def test_eam_submodule_residual_option(cls, option):
+    module = cls(2, **{option: 3}, residual=True)
+    plain = cls(2, **{option: 3})
+    plain.load_state_dict(module.state_dict())
+    x = as_tensor(V_T)
+    torch.testing.assert_close(module(x), x + plain(x))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EfficientChannelAttention(8, k_size=4),
+        lambda: EAMSpatial(8, k_c=2),
+        lambda: EAMTemporal(8, k_t=0),
+        lambda: EAM(8, k_c=3, k_t=6),
+        lambda: CBAM3d(32, kernel_size=4),
+    ],
+)
+def test_even_kernels_are_refused(make):
+    with pytest.raises(ConfigError, match="odd"):
+        make()
+
+
+def _module_cases():
+    for name in ATTENTION:
+        for dims, cls in sorted(ATTENTION.get(name).classes.items()):
+            yield pytest.param(cls, dims, id=f"{name}-{dims}d")
+
+
+@pytest.mark.parametrize("cls, dims", list(_module_cases()))
+def test_every_module_preserves_shape_and_is_differentiable(cls, dims):
+    shape = (2, 32, 4, 5, 6) if dims == 3 else (2, 32, 5, 6)
+    x = torch.randn(shape, requires_grad=True)
+    module = cls(32)
+    out = module(x)
+    assert out.shape == x.shape
+    out.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for name, param in module.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name

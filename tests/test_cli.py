@@ -1,0 +1,122 @@
+"""The command line as a user runs it: listing, profiling, and one-paragraph errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from registry import ATTENTION, BACKBONES
+
+TINY_SPEC = """
+name: tiny
+model: {num_classes: 4, frames: 8, size: 32}
+grid:
+  backbone: [resnet3d_10]
+  attention: [none, eam]
+  placement: [stage_output]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_list_shows_every_registered_name_and_options(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in [*BACKBONES, *ATTENTION, "stage_output", "block"]:
+        assert name in text
+    assert "k_c: int = 3" in text and "shortcut: one of A|B = 'B'" in text
+    assert main(["list", "--json"]) == 0
+    catalogue = json.loads(capsys.readouterr().out)
+    assert catalogue["attention"]["eam"]["options"]["order"]["default"] == "'st'"
+    assert catalogue["backbones"]["resnet3d_50"]["stages"] == ["res2", "res3", "res4", "res5"]
+
+
+def test_profile_table_and_latency(tmp_path, capsys):
+    spec = write(tmp_path, TINY_SPEC)
+    assert main(["profile", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "resnet3d_10 + eam @ stage_output" in text
+    assert "multiply-add" in text and "skipped ops" in text
+    assert main(["profile", str(spec), "--json", "--latency", "--batch", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["attention"] for r in rows] == ["none", "eam"]
+    assert all(r["latency_ms"] > 0 and r["clips_per_s"] > 0 for r in rows)
+    assert rows[1]["insertion_points"] == ["res2.out", "res3.out", "res4.out", "res5.out"]
+    assert rows[1]["params"] == rows[0]["params"] + 4 * (3 + 3)
+
+
+BAD_SPECS = {
+    "unknown backbone": ("grid: {backbone: [resnet3d_51]}", "Unknown backbone 'resnet3d_51'"),
+    "unknown attention": (
+        "grid: {backbone: [resnet3d_10], attention: [sse], placement: [block]}",
+        "Did you mean 'se'",
+    ),
+    "unknown placement": (
+        "grid: {backbone: [resnet3d_10], attention: [se], placement: [stage]}",
+        "'where' must be one of none, stage_output, block",
+    ),
+    "unknown option": (
+        "grid: {backbone: [resnet3d_10], attention: [eca], placement: [block], kc: [3]}",
+        "unknown axis",
+    ),
+    "option of another module": (
+        "grid: {backbone: [resnet3d_10], attention: [eca], placement: [block], k_c: [3]}",
+        "Unknown option(s) ['k_c']",
+    ),
+    "wrong option type": (
+        "grid: {backbone: [resnet3d_10], attention: [eam], placement: [block], k_t: [three]}",
+        "expected int, got str",
+    ),
+    "even kernel": (
+        "grid: {backbone: [resnet3d_10], attention: [eca], placement: [block], k_size: [4]}",
+        "positive odd integer",
+    ),
+    "missing stage": (
+        "grid: {backbone: [resnet3d_10], attention: [se], "
+        "placement: [{where: stage_output, stages: [res6]}]}",
+        "Available insertion points: res2.block0",
+    ),
+    "misspelled key": ("grids: {backbone: [resnet3d_10]}", "unknown key 'grids'"),
+    "wrong type": ("model: {num_classes: many}\ngrid: {backbone: [resnet3d_10]}", "expected a int"),
+    "bad shortcut": ("grid: {backbone: [resnet3d_18], shortcut: [C]}", "one of A|B"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_spec_mistakes_give_one_paragraph_and_exit_2(tmp_path, capsys, case):
+    body, expected = BAD_SPECS[case]
+    if "model:" not in body:
+        body = "model: {num_classes: 4}\n" + body
+    spec = write(tmp_path, "name: bad\n" + body)
+    assert main(["profile", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert str(spec) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_yaml_syntax_and_missing_file(tmp_path, capsys):
+    assert main(["profile", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    spec = write(tmp_path, "name: [unclosed\n")
+    assert main(["profile", str(spec)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    spec = write(tmp_path, "name: bad\nmodel: {num_classes: 4}\ngrid: {backbone: [c4d]}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "profile", str(spec)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "Unknown backbone 'c4d'" in done.stderr and "Traceback" not in done.stderr

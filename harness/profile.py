@@ -106,7 +106,7 @@ def format_table(rows: list[ProfileRow]) -> str:
             f"{row.gflops_fvcore:.4f}",
         ]
         if with_paper:
-            line += [row.paper.get("params_m", ""), row.paper.get("gflops", "")]
+            line += [_printed(row.paper.get("params_m"), 2), _printed(row.paper.get("gflops"), 3)]
         if with_latency:
             line += [f"{row.latency_ms:.1f}", f"{row.clips_per_s:.2f}"]
         table.append(line)
@@ -131,3 +131,8 @@ def _model_name(row: ProfileRow) -> str:
         name += f" @ {row.placement}"
     extras = ", ".join(f"{k}={v}" for k, v in row.options.items())
     return f"{name} ({extras})" if extras else name
+
+
+def _printed(value: object, decimals: int) -> str:
+    """A paper value as the paper prints it (YAML drops trailing zeros: 9.620 → 9.62)."""
+    return f"{value:.{decimals}f}" if isinstance(value, int | float) else ""

@@ -7,6 +7,7 @@ YAML spec are exactly the keys registered here.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -47,7 +48,8 @@ class Registry(Generic[T]):
         return f"Unknown {self.kind} {name!r}.{hint} Accepted values: {', '.join(self.names())}."
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """Registered names in natural order (resnet3d_18 before resnet3d_101)."""
+        return sorted(self._entries, key=_natural_key)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -57,3 +59,7 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _natural_key(name: str) -> list[object]:
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name)]

@@ -82,7 +82,7 @@ class _CBAM(nn.Module):
 
 @register_attention("cbam", dims=(3,))
 class CBAM3d(_CBAM):
-    """CBAM on `(N, C, T, H, W)`: shared-MLP channel gate, then a 1×7×7 spatial gate per frame."""
+    """CBAM (Woo et al. 2018): shared-MLP channel gate, then a spatial gate (1×7×7 in 3D)."""
 
     dims = 3
 

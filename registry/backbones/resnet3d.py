@@ -127,8 +127,13 @@ class ResNeXtBottleneck(Bottleneck):
     cardinality = 32
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample=None, attention=None
-    ):
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        attention: nn.Module | None = None,
+    ) -> None:
         width = self.cardinality * (planes // 32)
         super().__init__(
             inplanes, planes, stride, downsample, attention, width=width, groups=self.cardinality

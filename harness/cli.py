@@ -62,8 +62,8 @@ def _list(args: argparse.Namespace) -> int:
                 "dims": entry.dims,
                 "description": entry.description,
                 "options": _describe_options(entry.build),
-                "stages": sorted({p.stage for p in entry.points()}),
-                "insertion_points": len(entry.points()),
+                "stages": list(dict.fromkeys(p.stage for p in entry.points() if p.where != "head")),
+                "insertion_points": [p.name for p in entry.points()],
             }
             for name in BACKBONES
             for entry in [BACKBONES.get(name)]

@@ -96,7 +96,7 @@ class Trial:
 
     def input_shape(self, resolved: ResolvedModel) -> tuple[int, ...]:
         """The input of one sample: `(C, T, H, W)` for 3D backbones, `(C, H, W)` for 2D."""
-        channels = resolved.backbone.input_shape[0]
+        channels = resolved.backbone_options.get("in_channels", resolved.backbone.input_shape[0])
         if resolved.backbone.dims == 3:
             return (channels, self.frames, self.size, self.size)
         return (channels, self.size, self.size)

@@ -15,6 +15,9 @@ from registry.build import ResolvedModel, build_model, resolve_model
 from registry.checkpoints import CheckpointError, load_pretrained, read_state_dict
 from registry.errors import ConfigError
 from registry.placement import WHERE_HELP, InsertionPoint, PlacementRule, parse_placement
+from registry.plugins import load_plugins
+
+PLUGINS = load_plugins()
 
 
 def list_backbones() -> list[str]:
@@ -32,6 +35,7 @@ def list_placements() -> dict[str, str]:
 __all__ = [
     "ATTENTION",
     "BACKBONES",
+    "PLUGINS",
     "CheckpointError",
     "ConfigError",
     "InsertionPoint",

@@ -21,7 +21,8 @@ from registry.placement import InsertionPoint, PlacementRule, expand_placement, 
 class ResolvedModel:
     """A request checked against the registries, before any weights exist.
 
-    `points` is the explicit list of insertion points the placement expands to: what the run logs.
+    `points` is the explicit list of insertion points the placement expands to; `head` is the
+    classifier-side point an attention module may also ask for (AARM's VCM). Both are logged.
     """
 
     backbone: BackboneEntry
@@ -31,6 +32,12 @@ class ResolvedModel:
     num_classes: int
     backbone_options: dict[str, Any] = field(default_factory=dict)
     attention_options: dict[str, Any] = field(default_factory=dict)
+    head: InsertionPoint | None = None
+
+    @property
+    def point_names(self) -> list[str]:
+        """Every insertion point that receives a module, in order (what a run logs)."""
+        return [p.name for p in self.points] + ([self.head.name] if self.head else [])
 
     def build(self) -> nn.Module:
         """The network, freshly initialised, with one attention module at each point."""
@@ -38,12 +45,16 @@ class ResolvedModel:
             self.attention.for_dims(self.backbone.dims, self.backbone.name) if self.points else None
         )
         selected = {p.name: p for p in self.points}
+        if self.head is not None:
+            selected[self.head.name] = self.head
         placed: list[str] = []
 
         def attention_at(point: str) -> nn.Module | None:
             if point not in selected:
                 return None
             placed.append(point)
+            if self.head is not None and point == self.head.name:
+                return attention_cls.build_head(self.head.channels, **self.attention_options)
             return attention_cls(selected[point].channels, **self.attention_options)
 
         model = self.backbone.build(
@@ -74,6 +85,7 @@ def resolve_model(
     backbone_options, attention_options = _split_options(backbone_entry, attention_entry, options)
     rule = parse_placement(placement)
     points: tuple[InsertionPoint, ...] = ()
+    head = None
     if attention != "none":
         if rule.where == "none":
             raise ConfigError(
@@ -81,9 +93,10 @@ def resolve_model(
                 "stage_output, block, or a mapping like {where: stage_output, stages: [res4]}."
             )
         attention_cls = attention_entry.for_dims(backbone_entry.dims, backbone)
-        available = backbone_entry.points(**backbone_options)
+        available = backbone_entry.points(num_classes=num_classes, **backbone_options)
         points = tuple(expand_placement(rule, available, backbone=backbone))
         attention_cls(points[0].channels, **attention_options)  # values checked by the module
+        head = _head_point(attention_cls, attention_options, available, backbone)
     return ResolvedModel(
         backbone_entry,
         attention_entry,
@@ -92,6 +105,26 @@ def resolve_model(
         num_classes,
         backbone_options,
         attention_options,
+        head,
+    )
+
+
+def _head_point(
+    attention_cls: type[nn.Module],
+    options: Mapping[str, Any],
+    available: tuple[InsertionPoint, ...],
+    backbone: str,
+) -> InsertionPoint | None:
+    """The classifier-side point a module asks for through `head_point(**options)`, if any."""
+    asked = getattr(attention_cls, "head_point", lambda **_: None)(**options)
+    if asked is None:
+        return None
+    for point in available:
+        if point.name == asked:
+            return point
+    raise ConfigError(
+        f"Backbone {backbone!r} has no classifier-side point {asked!r}, which this attention "
+        f"module needs; its points: {', '.join(p.name for p in available if p.where == 'head')}."
     )
 
 
@@ -116,7 +149,13 @@ def build_model(
     )
     model = resolved.build()
     if pretrained is not None:
-        load_pretrained(model, pretrained, classifier=resolved.backbone.classifier)
+        backbone_entry = resolved.backbone
+        load_pretrained(
+            model,
+            pretrained,
+            classifier=backbone_entry.classifier,
+            first_conv=backbone_entry.first_conv,
+        )
     return model
 
 

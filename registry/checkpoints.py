@@ -10,6 +10,10 @@ and a bare state dict (what torchvision-style ImageNet weights are saved as). Th
 always replaced for the target classes; every other backbone tensor must be in the file with the
 right shape, and every tensor in the file must be used. Attention modules are new and keep their
 initialisation.
+
+A model whose first convolution takes other than 3 input channels (the 20-channel optical-flow
+stream of a two-stream network) loading RGB weights gets TSN's cross-modality initialisation
+(Wang et al. 2016): the RGB kernels averaged over their 3 input channels, repeated for each input.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import nn
 
 from registry.errors import ConfigError
 
-NEW_MODULE_SEGMENTS = frozenset({"attention", "stage_attention"})
+NEW_MODULE_SEGMENTS = frozenset({"attention", "stage_attention", "head_attention"})
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)  # absent from the 2018 release
 
 
@@ -68,7 +72,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {_strip_prefix(k): v for k, v in state.items()}
 
 
-def load_pretrained(model: nn.Module, path: str | Path, *, classifier: str) -> list[str]:
+def load_pretrained(
+    model: nn.Module, path: str | Path, *, classifier: str, first_conv: str = ""
+) -> list[str]:
     """Load `path` into `model` except the `classifier` layer; returns the keys left as initialised.
 
     Raises `CheckpointError` listing every missing, unexpected and shape-mismatched key at once.
@@ -77,6 +83,8 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classifier: str) -> l
     target = model.state_dict()
     head = classifier + "."
     kept = {k: v for k, v in source.items() if not k.startswith(head)}
+    if first_conv:
+        _adapt_first_conv(kept, target, f"{first_conv}.weight")
     expected = [k for k in target if not k.startswith(head) and not _is_new(k)]
     missing = [k for k in expected if k not in kept and not k.endswith(OPTIONAL_SUFFIXES)]
     unexpected = [k for k in kept if k not in target]
@@ -89,6 +97,21 @@ def load_pretrained(model: nn.Module, path: str | Path, *, classifier: str) -> l
         raise CheckpointError(_mismatch_message(path, missing, unexpected, mismatched))
     model.load_state_dict(kept, strict=False)
     return [k for k in target if k not in kept]
+
+
+def cross_modality_weights(rgb: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """TSN's initialisation of a flow stream's first kernels from RGB ones, `(O, 3, …)` →
+    `(O, in_channels, …)`: the mean over the RGB channels, repeated."""
+    mean = rgb.mean(dim=1, keepdim=True)
+    return mean.repeat(1, in_channels, *([1] * (rgb.dim() - 2)))
+
+
+def _adapt_first_conv(kept: dict, target: Mapping, key: str) -> None:
+    if key not in kept or key not in target:
+        return
+    source, wanted = kept[key].shape, target[key].shape
+    if source[1] == 3 and wanted[1] != 3 and (source[0], *source[2:]) == (wanted[0], *wanted[2:]):
+        kept[key] = cross_modality_weights(kept[key], wanted[1])
 
 
 def _unpickler_reason(error: Exception) -> str:

@@ -18,3 +18,20 @@ def _seeded() -> None:
 
 def requires_gpu() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def prepare_gradient_check(model: torch.nn.Module) -> None:
+    """Make every attention parameter's gradient observable in one step.
+
+    Two design choices hide gradients on purpose and are tested elsewhere: the non-local block's
+    output BatchNorm starts at zero (the block begins as the identity), and STAM's highlight map
+    is a hard threshold picked at random in training. Here BatchNorm scales inside attention
+    modules are set to one and the highlight pick rate to zero.
+    """
+    for name, module in model.named_modules():
+        if hasattr(module, "chi"):
+            module.chi = 0.0
+        if "attention" in name or not name:
+            for child in module.modules():
+                if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                    torch.nn.init.ones_(child.weight)

@@ -16,6 +16,7 @@ from registry.attention.eam import EAM, EAMSpatial, EAMTemporal
 from registry.attention.eca import EfficientChannelAttention
 from registry.attention.pooling import adaptive_eca_kernel
 from registry.attention.se import SqueezeExcitation
+from tests.conftest import prepare_gradient_check
 
 
 def sigmoid(v: np.ndarray) -> np.ndarray:
@@ -184,9 +185,11 @@ def _module_cases():
 
 @pytest.mark.parametrize("cls, dims", list(_module_cases()))
 def test_every_module_preserves_shape_and_is_differentiable(cls, dims):
-    shape = (2, 32, 4, 5, 6) if dims == 3 else (2, 32, 5, 6)
+    # 256 channels: reduction-16 MLPs keep 16 hidden units, so no layer is dead by chance
+    shape = (2, 256, 4, 5, 6) if dims == 3 else (2, 256, 5, 6)
     x = torch.randn(shape, requires_grad=True)
-    module = cls(32)
+    module = cls(256)
+    prepare_gradient_check(module)
     out = module(x)
     assert out.shape == x.shape
     out.square().mean().backward()

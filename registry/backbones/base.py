@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from registry.placement import InsertionPoint
@@ -19,14 +20,46 @@ def no_attention(point: str) -> None:
     return None
 
 
+def head_points(features: int, num_classes: int) -> tuple[InsertionPoint, ...]:
+    """The two classifier-side points every built-in backbone offers to modules such as AARM's
+    VCM: the pooled feature vector before the final layer, and the logits after it."""
+    return (
+        InsertionPoint("head.features", "head", "head", features),
+        InsertionPoint("head.logits", "head", "head", num_classes),
+    )
+
+
+class HeadAttention(nn.Module):
+    """Optional recalibration around the final classifier layer.
+
+    `(N, F)` pooled features → [module at ``head.features``] → classifier → [module at
+    ``head.logits``] → `(N, num_classes)`. Empty unless an attention module asks for a head point.
+    """
+
+    def __init__(self, attention_at: AttentionAt) -> None:
+        super().__init__()
+        self.features = attention_at("head.features")
+        self.logits = attention_at("head.logits")
+
+    def forward(self, pooled: torch.Tensor, classifier: nn.Module) -> torch.Tensor:
+        if self.features is not None:
+            pooled = self.features(pooled)
+        logits = classifier(pooled)
+        if self.logits is not None:
+            logits = self.logits(logits)
+        return logits
+
+
 @dataclass(frozen=True)
 class BackboneEntry:
     """A registered backbone.
 
-    `build(num_classes=..., attention_at=..., **options)` returns the network; `points(**options)`
-    lists its insertion points without building anything. `input_shape` is the per-sample input
-    the papers use, `(C, T, H, W)` for 3D and `(C, H, W)` for 2D backbones; `classifier` is the
-    prefix of the layer that fine-tuning replaces.
+    `build(num_classes=..., attention_at=..., **options)` returns the network;
+    `points(num_classes=..., **options)` lists its insertion points without building anything.
+    `input_shape` is the per-sample input the papers use, `(C, T, H, W)` for 3D and `(C, H, W)`
+    for 2D backbones; `classifier` is the prefix of the layer that fine-tuning replaces and
+    `first_conv` the prefix of the input convolution (adapted when a flow stream loads RGB
+    weights).
     """
 
     name: str
@@ -36,3 +69,4 @@ class BackboneEntry:
     input_shape: tuple[int, ...]
     classifier: str
     description: str
+    first_conv: str = ""

@@ -1,13 +1,19 @@
-"""3D ResNets and ResNeXt as released with 3D-ResNets-PyTorch (Hara et al., CVPR 2018).
+"""ResNets in 3D (Hara et al., CVPR 2018) and 2D (He et al., CVPR 2016, torchvision's naming).
 
-Parameter names and shapes are those of the released Kinetics checkpoints (`conv1`, `bn1`,
+3D: parameter names and shapes are those of the released Kinetics checkpoints (`conv1`, `bn1`,
 `layer1`…`layer4` of `conv1, bn1, conv2, bn2[, conv3, bn3]` blocks with `downsample.0/1`, `fc`), so
 those files load strictly. The one departure: the final pooling is global (adaptive), so any clip
 length works (the 2018 code fixed the pooling window to the training clip size).
 
+2D: the same structure with 2D layers is torchvision's ResNet (v1.5, stride on the 3×3 of the
+bottleneck), with identical parameter names, so ImageNet weights saved from torchvision load
+strictly. `in_channels=20` makes the optical-flow stream of two-stream networks (10 stacked x/y
+flow frames); pretrained RGB weights then initialise its first convolution by TSN's cross-modality
+averaging (`registry.checkpoints`).
+
 Data flow (stage names as in the EAM paper, res2–res5 = layer1–layer4)::
 
-    clip (N, 3, T, H, W)
+    clip (N, 3, T, H, W)                        2D: frame (N, C_in, H, W)
       → conv1 7×7×7 /(1,2,2) → bn1 → relu → maxpool /2          (N, 64, T/2, H/4, W/4)
       → res2 → [attention] → res3 → [attention] → res4 → [attention] → res5 → [attention]
       → global average pool → fc                                (N, num_classes)
@@ -24,15 +30,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registry.backbones.base import AttentionAt, BackboneEntry, no_attention
+from registry.backbones.base import (
+    AttentionAt,
+    BackboneEntry,
+    HeadAttention,
+    head_points,
+    no_attention,
+)
 from registry.placement import InsertionPoint
 
 STAGES = ("res2", "res3", "res4", "res5")
 Shortcut = Literal["A", "B"]
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
-def _conv3x3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv3d:
-    return nn.Conv3d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+def _conv3x3(dims: int, in_planes: int, out_planes: int, stride: int = 1, groups: int = 1):
+    return CONV[dims](in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -48,12 +62,13 @@ class ZeroPadShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
-        x = x[:, :, ::s, ::s, ::s]
-        return F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+        x = x[:, :, ::s, ::s, ::s] if x.dim() == 5 else x[:, :, ::s, ::s]
+        pad = [0, 0] * (x.dim() - 2) + [0, self.out_channels - x.shape[1]]
+        return F.pad(x, pad)
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3×3 convolutions (ResNet-10/18/34)."""
+    """Two 3×3(×3) convolutions (ResNet-10/18/34)."""
 
     expansion = 1
 
@@ -64,13 +79,15 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         attention: nn.Module | None = None,
+        *,
+        dims: int = 3,
     ) -> None:
         super().__init__()
-        self.conv1 = _conv3x3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv1 = _conv3x3(dims, inplanes, planes, stride)
+        self.bn1 = BATCH_NORM[dims](planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv3x3x3(planes, planes)
-        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv2 = _conv3x3(dims, planes, planes)
+        self.bn2 = BATCH_NORM[dims](planes)
         self.downsample = downsample
         self.attention = attention
 
@@ -87,9 +104,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(BasicBlock):
-    """1×1×1 → 3×3×3 (strided) → 1×1×1, expansion 4 (ResNet-50 and deeper)."""
+    """1×1 → 3×3 (strided) → 1×1, expansion 4 (ResNet-50 and deeper)."""
 
     expansion = 4
+    cardinality = 1
 
     def __init__(
         self,
@@ -99,17 +117,16 @@ class Bottleneck(BasicBlock):
         downsample: nn.Module | None = None,
         attention: nn.Module | None = None,
         *,
-        width: int | None = None,
-        groups: int = 1,
+        dims: int = 3,
     ) -> None:
         nn.Module.__init__(self)
-        width = width or planes
-        self.conv1 = nn.Conv3d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm3d(width)
-        self.conv2 = _conv3x3x3(width, width, stride, groups)
-        self.bn2 = nn.BatchNorm3d(width)
-        self.conv3 = nn.Conv3d(width, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        width = self.cardinality * (planes // 32) if self.cardinality > 1 else planes
+        self.conv1 = CONV[dims](inplanes, width, 1, bias=False)
+        self.bn1 = BATCH_NORM[dims](width)
+        self.conv2 = _conv3x3(dims, width, width, stride, self.cardinality)
+        self.bn2 = BATCH_NORM[dims](width)
+        self.conv3 = CONV[dims](width, planes * self.expansion, 1, bias=False)
+        self.bn3 = BATCH_NORM[dims](planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.attention = attention
@@ -126,22 +143,9 @@ class ResNeXtBottleneck(Bottleneck):
     expansion = 2
     cardinality = 32
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        attention: nn.Module | None = None,
-    ) -> None:
-        width = self.cardinality * (planes // 32)
-        super().__init__(
-            inplanes, planes, stride, downsample, attention, width=width, groups=self.cardinality
-        )
 
-
-class ResNet3D(nn.Module):
-    """Hara's 3D ResNet / ResNeXt with attention modules where `attention_at` puts them."""
+class ResNet(nn.Module):
+    """ResNet / ResNeXt in 2D or 3D with attention modules where `attention_at` puts them."""
 
     def __init__(
         self,
@@ -149,16 +153,22 @@ class ResNet3D(nn.Module):
         layers: tuple[int, int, int, int],
         stage_planes: tuple[int, int, int, int],
         *,
+        dims: int,
         num_classes: int,
+        in_channels: int = 3,
         shortcut: Shortcut = "B",
         attention_at: AttentionAt = no_attention,
     ) -> None:
         super().__init__()
+        self.dims = dims
         self.inplanes = 64
-        self.conv1 = nn.Conv3d(3, 64, 7, stride=(1, 2, 2), padding=3, bias=False)
-        self.bn1 = nn.BatchNorm3d(64)
+        if dims == 3:  # Hara: 7×7×7, stride (1, 2, 2)
+            self.conv1 = nn.Conv3d(in_channels, 64, 7, stride=(1, 2, 2), padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = BATCH_NORM[dims](64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(3, stride=2, padding=1)
+        self.maxpool = (nn.MaxPool3d if dims == 3 else nn.MaxPool2d)(3, stride=2, padding=1)
         self.stage_attention = nn.ModuleDict()
         for index, (stage, blocks, planes) in enumerate(
             zip(STAGES, layers, stage_planes, strict=True)
@@ -169,8 +179,9 @@ class ResNet3D(nn.Module):
             module = attention_at(f"{stage}.out")
             if module is not None:
                 self.stage_attention[stage] = module
-        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.avgpool = (nn.AdaptiveAvgPool3d if dims == 3 else nn.AdaptiveAvgPool2d)(1)
         self.fc = nn.Linear(stage_planes[-1] * block.expansion, num_classes)
+        self.head_attention = HeadAttention(attention_at)
         _init_weights(self)
 
     def _make_layer(
@@ -190,26 +201,29 @@ class ResNet3D(nn.Module):
                 downsample = ZeroPadShortcut(out_channels, stride)
             else:
                 downsample = nn.Sequential(
-                    nn.Conv3d(self.inplanes, out_channels, 1, stride=stride, bias=False),
-                    nn.BatchNorm3d(out_channels),
+                    CONV[self.dims](self.inplanes, out_channels, 1, stride=stride, bias=False),
+                    BATCH_NORM[self.dims](out_channels),
                 )
         layers = []
         for i in range(blocks):
+            first = i == 0
+            attention = attention_at(f"{stage}.block{i}")
             layers.append(
                 block(
                     self.inplanes,
                     planes,
-                    stride if i == 0 else 1,
-                    downsample if i == 0 else None,
-                    attention_at(f"{stage}.block{i}"),
+                    stride if first else 1,
+                    downsample if first else None,
+                    attention,
+                    dims=self.dims,
                 )
             )
             self.inplanes = out_channels
         return nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature maps of the last stage, `(N, C, T', H', W')` (Grad-CAM uses these)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, T/2, H/4, W/4)
+        """Feature maps of the last stage, `(N, C, [T',] H', W')` (Grad-CAM uses these)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, [T/2,] H/4, W/4)
         for index, stage in enumerate(STAGES):
             x = getattr(self, f"layer{index + 1}")(x)
             if stage in self.stage_attention:
@@ -217,18 +231,21 @@ class ResNet3D(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x)).flatten(1)  # (N, C)
-        return self.fc(x)
+        pooled = self.avgpool(self.features(x)).flatten(1)  # (N, C)
+        return self.head_attention(pooled, self.fc)  # (N, num_classes)
 
 
 def _init_weights(model: nn.Module) -> None:
-    """Hara's initialisation for the backbone's own layers (attention modules keep their own)."""
+    """Kaiming-normal convolutions, unit BatchNorm (Hara's and torchvision's initialisation).
+
+    Attention modules keep their own initialisation.
+    """
     for name, module in model.named_modules():
         if "attention" in name:
             continue
-        if isinstance(module, nn.Conv3d):
+        if isinstance(module, nn.Conv3d | nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm3d):
+        elif isinstance(module, nn.BatchNorm3d | nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
@@ -248,7 +265,7 @@ RESNEXT_PLANES = (128, 256, 512, 1024)
 
 
 def _insertion_points(
-    block: type[BasicBlock], layers: tuple[int, ...], planes: tuple[int, ...]
+    block: type[BasicBlock], layers: tuple[int, ...], planes: tuple[int, ...], num_classes: int
 ) -> tuple[InsertionPoint, ...]:
     points = []
     for stage, blocks, width in zip(STAGES, layers, planes, strict=True):
@@ -257,70 +274,103 @@ def _insertion_points(
             InsertionPoint(f"{stage}.block{i}", "block", stage, channels) for i in range(blocks)
         ]
         points.append(InsertionPoint(f"{stage}.out", "stage_output", stage, channels))
-    return tuple(points)
+    return tuple(points) + head_points(planes[-1] * block.expansion, num_classes)
 
 
-def _resnet_builder(depth: int):
+def _resnet3d_entry(depth: int) -> BackboneEntry:
     block, layers = RESNET_DEPTHS[depth]
 
     def build(
         *, num_classes: int, attention_at: AttentionAt = no_attention, shortcut: Shortcut = "B"
-    ) -> ResNet3D:
-        return ResNet3D(
+    ) -> ResNet:
+        return ResNet(
             block,
             layers,
             RESNET_PLANES,
+            dims=3,
             num_classes=num_classes,
             shortcut=shortcut,
             attention_at=attention_at,
         )
 
-    def points(*, shortcut: Shortcut = "B") -> tuple[InsertionPoint, ...]:
-        return _insertion_points(block, layers, RESNET_PLANES)
+    def points(*, num_classes: int = 1, shortcut: Shortcut = "B") -> tuple[InsertionPoint, ...]:
+        return _insertion_points(block, layers, RESNET_PLANES, num_classes)
 
-    return build, points
-
-
-def _build_resnext101(*, num_classes: int, attention_at: AttentionAt = no_attention) -> ResNet3D:
-    return ResNet3D(
-        ResNeXtBottleneck,
-        (3, 4, 23, 3),
-        RESNEXT_PLANES,
-        num_classes=num_classes,
-        shortcut="B",
-        attention_at=attention_at,
+    return BackboneEntry(
+        name=f"resnet3d_{depth}",
+        build=build,
+        points=points,
+        dims=3,
+        input_shape=(3, 16, 112, 112),
+        classifier="fc",
+        first_conv="conv1",
+        description=f"3D ResNet-{depth} (Hara et al. 2018); shortcut A|B",
     )
 
 
-def _resnext101_points() -> tuple[InsertionPoint, ...]:
-    return _insertion_points(ResNeXtBottleneck, (3, 4, 23, 3), RESNEXT_PLANES)
+def _resnext3d_101_entry() -> BackboneEntry:
+    layers = (3, 4, 23, 3)
+
+    def build(*, num_classes: int, attention_at: AttentionAt = no_attention) -> ResNet:
+        return ResNet(
+            ResNeXtBottleneck,
+            layers,
+            RESNEXT_PLANES,
+            dims=3,
+            num_classes=num_classes,
+            shortcut="B",
+            attention_at=attention_at,
+        )
+
+    def points(*, num_classes: int = 1) -> tuple[InsertionPoint, ...]:
+        return _insertion_points(ResNeXtBottleneck, layers, RESNEXT_PLANES, num_classes)
+
+    return BackboneEntry(
+        name="resnext3d_101",
+        build=build,
+        points=points,
+        dims=3,
+        input_shape=(3, 16, 112, 112),
+        classifier="fc",
+        first_conv="conv1",
+        description="3D ResNeXt-101, cardinality 32 (Hara et al. 2018 release layout)",
+    )
+
+
+def _resnet2d_entry(depth: int) -> BackboneEntry:
+    block, layers = RESNET_DEPTHS[depth]
+
+    def build(
+        *, num_classes: int, attention_at: AttentionAt = no_attention, in_channels: int = 3
+    ) -> ResNet:
+        return ResNet(
+            block,
+            layers,
+            RESNET_PLANES,
+            dims=2,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            attention_at=attention_at,
+        )
+
+    def points(*, num_classes: int = 1, in_channels: int = 3) -> tuple[InsertionPoint, ...]:
+        return _insertion_points(block, layers, RESNET_PLANES, num_classes)
+
+    return BackboneEntry(
+        name=f"resnet2d_{depth}",
+        build=build,
+        points=points,
+        dims=2,
+        input_shape=(3, 224, 224),
+        classifier="fc",
+        first_conv="conv1",
+        description=f"2D ResNet-{depth} (torchvision naming); in_channels 3 (RGB) or 20 (flow)",
+    )
 
 
 def entries() -> list[BackboneEntry]:
-    """The 3D backbones: `resnet3d_{10,18,34,50,101,152,200}` and `resnext3d_101`."""
-    found = []
-    for depth in RESNET_DEPTHS:
-        build, points = _resnet_builder(depth)
-        found.append(
-            BackboneEntry(
-                name=f"resnet3d_{depth}",
-                build=build,
-                points=points,
-                dims=3,
-                input_shape=(3, 16, 112, 112),
-                classifier="fc",
-                description=f"3D ResNet-{depth} (Hara et al. 2018); shortcut A|B",
-            )
-        )
-    found.append(
-        BackboneEntry(
-            name="resnext3d_101",
-            build=_build_resnext101,
-            points=_resnext101_points,
-            dims=3,
-            input_shape=(3, 16, 112, 112),
-            classifier="fc",
-            description="3D ResNeXt-101, cardinality 32 (Hara et al. 2018 release layout)",
-        )
-    )
+    """3D: `resnet3d_{10,…,200}`, `resnext3d_101`; 2D: `resnet2d_{18,34,50,101,152}`."""
+    found = [_resnet3d_entry(depth) for depth in RESNET_DEPTHS]
+    found.append(_resnext3d_101_entry())
+    found += [_resnet2d_entry(depth) for depth in (18, 34, 50, 101, 152)]
     return found

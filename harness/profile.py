@@ -72,7 +72,7 @@ def _profile_one(spec, trial: Trial, resolved, model, latency, device, batch) ->
         gflops_fvcore=flops["fvcore"].gflops,
         gflops_paper=flops["paper"].gflops,
         skipped_ops={name: list(count.skipped_ops) for name, count in flops.items()},
-        insertion_points=[p.name for p in resolved.points],
+        insertion_points=resolved.point_names,
         options=dict(trial.options),
         paper=spec.reference_for(trial),
     )

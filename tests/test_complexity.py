@@ -112,3 +112,34 @@ def test_paper_convention_adds_one_flop_per_pooled_element():
     pooled = 64 * 4 * 256 + 128 * 2 * 64 + 256 * 1 * 16 + 512 * 1 * 4
     assert counts["paper"].flops - counts["fvcore"].flops == pooled + 512 * 4
     assert model.training  # counting leaves the model's mode as it was
+
+
+# AARM Table 6: RGB stream (3 channels) and optical-flow stream (20 channels), Param. in M
+TABLE6 = {
+    ("none", 3): 23.71,
+    ("se", 3): 26.22,
+    ("cbam", 3): 26.23,
+    ("aarm", 3): 26.25,
+    ("none", 20): 23.76,
+    ("se", 20): 26.27,
+    ("cbam", 20): 26.28,
+    ("aarm", 20): 26.30,
+}
+
+
+def test_aarm_table6_parameters():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["profile", "experiments/aarm_table6.yaml", "--json"]) == 0
+    rows = {(r["attention"], r["input_shape"][1]): r for r in json.loads(out.getvalue())}
+    assert set(rows) == set(TABLE6)
+    assert rows[("none", 3)]["params"] == 23_714_981  # backbones-and-checkpoints.md
+    assert rows[("none", 20)]["params"] == 23_768_293
+    for key, paper in TABLE6.items():
+        params_m = rows[key]["params"] / 1e6
+        if key[0] in ("none", "se", "cbam") and key[1] == 3 or key == ("none", 20):
+            assert rows[key]["params"] // 10_000 == round(paper * 100), key  # exact as printed
+        else:  # AARM (fusion size open) and the flow column, which the paper prints loosely
+            assert abs(params_m - paper) <= 0.05, key
+    assert rows[("aarm", 3)]["insertion_points"][-1] == "head.logits"
+    assert rows[("se", 3)]["input_shape"] == [1, 3, 224, 224]

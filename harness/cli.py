@@ -2,6 +2,8 @@
 
     harness list [--json]                      what can be built
     harness profile SPEC [--latency] [--json]  Params and GFLOPs of every model in a spec's grid
+    harness data synth|check|prepare|flow …    datasets
+    harness bench data DATASET …               data pipeline throughput against raw decoding
 
 User mistakes (unknown names, bad options, broken spec files, unusable checkpoints) print one
 paragraph and exit with code 2; there is no traceback for them.
@@ -13,9 +15,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from harness.data.commands import add_data_commands, add_dataset_arguments, dataset_config
 from registry import ATTENTION, BACKBONES, ConfigError, list_placements
 from registry.options import options_of
 
@@ -52,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--batch", type=int, default=8, help="batch size for clips/s (default 8)")
     profile.set_defaults(command=_profile)
+
+    add_data_commands(commands)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(required=True, metavar="BENCH_COMMAND")
+    data = bench_commands.add_parser("data", help="data pipeline throughput vs raw decoding")
+    add_dataset_arguments(data)
+    data.add_argument("--prepared", type=Path, help="the same dataset after 'harness data prepare'")
+    data.add_argument("--frames", type=int, default=16, help="clip length")
+    data.add_argument("--size", type=int, default=112, help="crop size")
+    data.add_argument("--videos", type=int, default=48, help="videos to sample")
+    data.add_argument("--clips", type=int, default=96, help="clips per measurement")
+    data.add_argument("--json", action="store_true")
+    data.set_defaults(command=_bench_data)
     return parser
 
 
@@ -122,4 +140,21 @@ def _profile(args: argparse.Namespace) -> int:
     else:
         print(f"{spec.name}: {len(rows)} models\n")
         print(format_table(rows))
+    return 0
+
+
+def _bench_data(args: argparse.Namespace) -> int:
+    from harness.data.bench import bench_data, format_bench
+    from harness.data.clips import ClipProtocol
+
+    workers = args.workers or 2
+    results = bench_data(
+        dataset_config(args),
+        protocol=ClipProtocol(frames=args.frames, size=args.size),
+        workers=workers,
+        videos=args.videos,
+        clips=args.clips,
+        prepared_root=args.prepared,
+    )
+    print(json.dumps(results, indent=2) if args.json else format_bench(results))
     return 0

@@ -35,3 +35,9 @@ def prepare_gradient_check(model: torch.nn.Module) -> None:
             for child in module.modules():
                 if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
                     torch.nn.init.ones_(child.weight)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch) -> None:
+    """Frame-count indexes go to a cache private to the test session, not the user's."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "harness-cache"))

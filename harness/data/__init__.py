@@ -1,0 +1,1 @@
+"""Video data: datasets as distributed, a synthetic dataset, decoding, protocols and loaders."""

@@ -1,0 +1,211 @@
+"""Torch datasets over resolved split entries: training clips, evaluation clips, TSN segments.
+
+Broken files never end a run. A training sample that fails to decode is replaced by another
+sample and reported (`failed` in the batch, so the count and the list reach the run's results).
+An evaluation clip that fails is marked unscored (`ok = 0`): the evaluation then names exactly the
+videos it could not score, instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from harness.data.datasets import Entry
+from harness.data.frames import read_flow_stack, read_rgb_frames, rgb_frame_files
+from harness.data.transforms import (
+    SpatialTransform,
+    even_clips,
+    random_window,
+    sliding_clips,
+    to_tensor,
+    tsn_segments,
+)
+from harness.data.video import VideoIndex, read_frames
+
+READ_ERRORS = (RuntimeError, OSError, ValueError, IndexError)  # av errors are OSError/ValueError
+
+
+@dataclass(frozen=True)
+class ClipProtocol:
+    """How clips are cut and transformed (defaults: the EAM paper's protocol)."""
+
+    frames: int = 16
+    size: int = 112
+    normalisation: str = "activitynet"
+    crop: str = "multiscale_corner"
+    eval_clips: str = "sliding"  # or "even"
+    even_count: int = 10
+
+
+class FrameReader:
+    """Reads decode-order frames of an entry, from a video file or a JPEG frame folder."""
+
+    def __init__(self, root: Path, indexes: dict[str, VideoIndex]) -> None:
+        self.root = root
+        self.indexes = indexes
+
+    def frame_count(self, entry: Entry) -> int:
+        index = self.indexes.get(entry.found or "")
+        return index.frames if index else 0
+
+    def read(self, entry: Entry, indices: list[int]) -> np.ndarray:
+        path = self.root / entry.found
+        if entry.kind == "frames":
+            return read_rgb_frames(rgb_frame_files(path), indices)
+        return read_frames(path, indices, self.indexes.get(entry.found))
+
+
+class TrainClips(Dataset):
+    """Random clips for training; failed samples are replaced and reported."""
+
+    def __init__(
+        self, reader: FrameReader, entries: list[Entry], protocol: ClipProtocol, seed: int = 0
+    ) -> None:
+        self.reader = reader
+        self.entries = [e for e in entries if reader.frame_count(e) > 0]
+        self.skipped = [e.relative for e in entries if reader.frame_count(e) == 0]
+        self.protocol = protocol
+        self.transform = SpatialTransform(protocol.size, train=True, crop=protocol.crop)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Clips depend on (seed, epoch, index) only: the same whatever worker draws them."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        failed = ""
+        for attempt in range(len(self.entries)):
+            position = (index + attempt * 7919) % len(self.entries)
+            rng = np.random.default_rng([self.seed, self.epoch, position, attempt])
+            entry = self.entries[position]
+            try:
+                clip = self._clip(entry, rng)
+                return {"clip": clip, "label": entry.label, "index": position, "failed": failed}
+            except READ_ERRORS:
+                failed = failed or entry.relative
+        raise RuntimeError("no training video could be decoded")
+
+    def _clip(self, entry: Entry, rng: np.random.Generator) -> torch.Tensor:
+        window = random_window(self.reader.frame_count(entry), self.protocol.frames, rng)
+        frames = self.reader.read(entry, window)
+        return to_tensor(self.transform(frames, rng), self.protocol.normalisation)
+
+
+class EvalClips(Dataset):
+    """Every clip of every test video (`sliding` or `even` clips, centre crop)."""
+
+    def __init__(self, reader: FrameReader, entries: list[Entry], protocol: ClipProtocol) -> None:
+        self.reader = reader
+        self.entries = entries
+        self.protocol = protocol
+        self.transform = SpatialTransform(protocol.size, train=False)
+        self.items: list[tuple[int, list[int]]] = []
+        for video, entry in enumerate(entries):
+            count = reader.frame_count(entry)
+            if protocol.eval_clips == "even":
+                clips = even_clips(max(count, 1), protocol.frames, protocol.even_count)
+            else:
+                clips = sliding_clips(max(count, 1), protocol.frames)
+            self.items += [(video, clip) for clip in clips]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        video, window = self.items[index]
+        entry = self.entries[video]
+        rng = np.random.default_rng(0)
+        try:
+            if self.reader.frame_count(entry) == 0:
+                raise OSError("no decodable frames")
+            frames = self.transform(self.reader.read(entry, window), rng)
+            clip, ok = to_tensor(frames, self.protocol.normalisation), 1
+        except READ_ERRORS:
+            shape = (3, self.protocol.frames, self.protocol.size, self.protocol.size)
+            clip, ok = torch.zeros(shape), 0
+        return {"clip": clip, "label": entry.label, "video": video, "ok": ok}
+
+
+class TSNSegments(Dataset):
+    """TSN input for 2D models: `segments` RGB frames or 10-frame flow stacks per video.
+
+    Returns `(segments, C, H, W)`: C = 3 for RGB, 2·`flow_length` for flow (x, y interleaved).
+    Flow is read from TSN-style `flow_x_%05d.jpg` / `flow_y_%05d.jpg` in `flow_root`.
+    """
+
+    def __init__(
+        self,
+        reader: FrameReader,
+        entries: list[Entry],
+        *,
+        modality: str,
+        train: bool,
+        size: int = 224,
+        segments: int = 3,
+        flow_root: Path | None = None,
+        flow_length: int = 10,
+        seed: int = 0,
+    ) -> None:
+        self.reader, self.entries, self.modality, self.train = reader, entries, modality, train
+        self.segments, self.flow_root, self.flow_length, self.seed = (
+            segments,
+            flow_root,
+            flow_length,
+            seed,
+        )
+        self.transform = SpatialTransform(size, train=train, crop="multiscale_corner")
+        self.normalisation = "flow" if modality == "flow" else "imagenet"
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        rng = np.random.default_rng([self.seed, index])
+        length = self.flow_length if self.modality == "flow" else 1
+        frames = self.reader.frame_count(entry)
+        starts = tsn_segments(frames, self.segments, length, rng if self.train else None)
+        if self.modality == "flow":
+            folder = self.flow_root / Path(entry.found).with_suffix("")
+            stacks = [read_flow_stack(folder, s, length).transpose(1, 2, 0) for s in starts]
+            images = np.stack(stacks)  # (segments, H, W, 2·length)
+        else:
+            images = self.reader.read(entry, starts)  # (segments, H, W, 3)
+        images = self.transform(images, rng)  # one crop for all segments
+        tensor = to_tensor(images, self.normalisation).permute(1, 0, 2, 3)  # (S, C, H, W)
+        return {"clip": tensor, "label": entry.label, "index": index}
+
+
+def make_loader(
+    dataset: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    """A loader that scales with workers: persistent workers, pinned memory on GPU, prefetch,
+    and single-threaded decoding and resizing inside each worker."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_single_threaded_worker,
+        generator=generator,
+    )
+
+
+def _single_threaded_worker(worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)

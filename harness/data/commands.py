@@ -1,0 +1,111 @@
+"""`harness data …` sub-commands: synth, check, prepare, flow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from harness.data.check import check_dataset, summary
+from harness.data.datasets import DATASETS, DatasetConfig
+from harness.data.prepare import compute_flow, flow_method, prepare_frames
+from harness.data.synthetic import PRESETS, write_synthetic
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that locate a dataset (shared with `harness bench data`)."""
+    parser.add_argument("dataset", choices=DATASETS, help="dataset name")
+    parser.add_argument("--root", type=Path, required=True, help="videos or frame folders")
+    parser.add_argument("--split", type=int, default=1, help="official split 1, 2 or 3")
+    parser.add_argument("--split-dir", type=Path, help="folder of the official split files")
+    parser.add_argument("--annotations", type=Path, help="3D-ResNets-PyTorch annotation JSON")
+    parser.add_argument("--train-list", type=Path, help="mmaction2 train list")
+    parser.add_argument("--test-list", type=Path, help="mmaction2 val/test list")
+    parser.add_argument(
+        "--split-file", type=Path, help="'folder' dataset: '<class>/<video> train|test' lines"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
+
+def dataset_config(args: argparse.Namespace) -> DatasetConfig:
+    return DatasetConfig(
+        name=args.dataset,
+        root=args.root,
+        split=args.split,
+        split_dir=args.split_dir,
+        annotations=args.annotations,
+        train_list=args.train_list,
+        test_list=args.test_list,
+        split_file=args.split_file,
+    )
+
+
+def add_data_commands(commands) -> None:
+    data = commands.add_parser("data", help="datasets: synthesise, check, prepare, optical flow")
+    sub = data.add_subparsers(required=True, metavar="DATA_COMMAND")
+
+    synth = sub.add_parser("synth", help="write the synthetic action dataset (UCF101 layout)")
+    synth.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(command=_synth)
+
+    check = sub.add_parser("check", help="counts and health of a dataset split")
+    add_dataset_arguments(check)
+    check.add_argument("--min-frames", type=int, default=16, help="fewer frames: too_short")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(command=_check)
+
+    prepare = sub.add_parser("prepare", help="decode once into JPEG frames (short side 128)")
+    add_dataset_arguments(prepare)
+    prepare.add_argument("--out", type=Path, required=True)
+    prepare.add_argument("--short-side", type=int, default=128)
+    prepare.set_defaults(command=_prepare)
+
+    flow = sub.add_parser("flow", help="TSN-style optical flow images (TV-L1 or Farneback)")
+    add_dataset_arguments(flow)
+    flow.add_argument("--out", type=Path, required=True)
+    flow.set_defaults(command=_flow)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    root = write_synthetic(args.out, args.preset, args.seed)
+    preset = PRESETS[args.preset]
+    videos = preset.classes * 25 * preset.clips_per_group
+    print(
+        f"wrote {videos} videos ({preset.classes} classes, {preset.frames} frames, "
+        f"{preset.width}x{preset.height}) to {root} and split files to "
+        f"{args.out / 'ucfTrainTestlist'} in {time.perf_counter() - start:.1f} s"
+    )
+    print(f"check it: harness data check synthetic --root {root} --split 1")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    report = check_dataset(dataset_config(args), min_frames=args.min_frames, workers=args.workers)
+    print(json.dumps(report, indent=1) if args.json else summary(report))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    counts = prepare_frames(
+        dataset_config(args), args.out, short_side=args.short_side, workers=args.workers
+    )
+    print(
+        f"{counts['written']} of {counts['videos']} videos written as JPEG frames to {args.out} "
+        f"({counts['failed']} failed) in {time.perf_counter() - start:.1f} s; use --root {args.out}"
+    )
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _flow(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    counts = compute_flow(dataset_config(args), args.out, workers=args.workers)
+    print(
+        f"{flow_method()} flow for {counts['written']} of {counts['videos']} videos written to "
+        f"{args.out} ({counts['failed']} failed) in {time.perf_counter() - start:.1f} s"
+    )
+    return 0 if counts["failed"] == 0 else 1

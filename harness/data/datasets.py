@@ -1,0 +1,212 @@
+"""Datasets by name, resolved against the files on disk before anything trains.
+
+`open_dataset` finds the split lists, decides whether each entry is a video file or a JPEG frame
+folder (the official lists name `.avi` files; frame layouts drop the suffix), accepts both
+spellings of UCF101's `HandstandPushups`, and reports structural problems in one message naming
+the path, what was expected and the `harness data` command that helps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.data.frames import rgb_frame_files
+from harness.data.splits import (
+    DataError,
+    SplitLists,
+    folder_split,
+    hara_annotation,
+    hmdb51_split,
+    mmaction_lists,
+    ucf101_split,
+)
+from harness.data.video import VideoIndex, index_video
+
+DATASETS = ("ucf101", "hmdb51", "synthetic", "folder")
+DEFAULT_SPLIT_DIRS = {
+    "ucf101": "ucfTrainTestlist",
+    "synthetic": "ucfTrainTestlist",
+    "hmdb51": "testTrainMulti_7030_splits",
+}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where a dataset is and which of its layouts to read."""
+
+    name: str
+    root: Path
+    split: int = 1
+    split_dir: Path | None = None
+    annotations: Path | None = None  # 3D-ResNets-PyTorch JSON over frame folders
+    train_list: Path | None = None  # mmaction2 lists
+    test_list: Path | None = None
+    split_file: Path | None = None  # `folder` datasets
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One video of a split as found on disk."""
+
+    relative: str  # as the split lists name it
+    label: int
+    found: str | None  # the existing path relative to the root, or None
+    kind: str  # "video", "frames" or "missing"
+
+
+def open_dataset(config: DatasetConfig) -> tuple[SplitLists, list[Entry], list[Entry]]:
+    """The split lists and their train/test entries resolved on disk."""
+    if config.name not in DATASETS:
+        raise DataError(f"Unknown dataset {config.name!r}. Accepted values: {', '.join(DATASETS)}.")
+    if not config.root.is_dir():
+        raise DataError(
+            f"Dataset root {str(config.root)!r} does not exist or is not a folder. Expected the "
+            f"unpacked {config.name} videos (or frame folders); for a synthetic dataset run "
+            f"'harness data synth --preset tiny --out DIR' and use DIR/UCF-101."
+        )
+    lists = read_lists(config)
+    resolver = _Resolver(config.root)
+    train = [resolver.entry(s.path, s.label) for s in lists.train]
+    test = [resolver.entry(s.path, s.label) for s in lists.test]
+    return lists, train, test
+
+
+def read_lists(config: DatasetConfig) -> SplitLists:
+    if config.annotations is not None:
+        return hara_annotation(config.annotations)
+    if config.train_list is not None or config.test_list is not None:
+        if config.train_list is None or config.test_list is None:
+            raise DataError("mmaction2 lists need both --train-list and --test-list.")
+        return mmaction_lists(config.train_list, config.test_list)
+    if config.name == "folder":
+        if config.split_file is None:
+            raise DataError(
+                "A 'folder' dataset needs --split-file ('<class>/<video> train|test' lines)."
+            )
+        return folder_split(config.split_file)
+    if config.split not in (1, 2, 3):
+        raise DataError(
+            f"Split {config.split} does not exist: {config.name} has splits 1, 2 and 3."
+        )
+    split_dir = config.split_dir or _default_split_dir(config)
+    reader = hmdb51_split if config.name == "hmdb51" else ucf101_split
+    return reader(split_dir, config.split)
+
+
+def _default_split_dir(config: DatasetConfig) -> Path:
+    folder = DEFAULT_SPLIT_DIRS[config.name]
+    for candidate in (config.root / folder, config.root.parent / folder):
+        if candidate.is_dir():
+            return candidate
+    raise DataError(
+        f"No split folder {folder!r} in {str(config.root)!r} or its parent. Give it with "
+        f"--split-dir (the official {config.name} split files, unpacked)."
+    )
+
+
+class _Resolver:
+    """Finds split entries on disk: video files, or frame folders named without the suffix."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._listings: dict[Path, dict[str, str]] = {}
+
+    def entry(self, relative: str, label: int) -> Entry:
+        for candidate in self._candidates(relative):
+            path = self.root / candidate
+            if path.is_file():
+                return Entry(relative, label, candidate, "video")
+            if path.is_dir():
+                return Entry(relative, label, candidate, "frames")
+        return Entry(relative, label, None, "missing")
+
+    def _candidates(self, relative: str) -> Iterable[str]:
+        folder, _, name = relative.partition("/")
+        stem = name.rsplit(".", 1)[0]
+        yield relative
+        yield f"{folder}/{stem}"
+        # Case-insensitive fallback: UCF101's folder HandstandPushups holds v_HandStandPushups_*.
+        real_folder = self._listing(self.root).get(folder.lower())
+        if real_folder:
+            listing = self._listing(self.root / real_folder)
+            for wanted in (name, stem):
+                if wanted.lower() in listing:
+                    yield f"{real_folder}/{listing[wanted.lower()]}"
+
+    def _listing(self, folder: Path) -> dict[str, str]:
+        if folder not in self._listings:
+            try:
+                self._listings[folder] = {p.name.lower(): p.name for p in folder.iterdir()}
+            except OSError:
+                self._listings[folder] = {}
+        return self._listings[folder]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+class FrameIndex:
+    """Decodable frame counts per entry, measured once and cached by path, size and mtime."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+        self.path = cache_dir() / "index" / f"{key}.json"
+        self._entries: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self._entries = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self._entries = {}  # a damaged cache is rebuilt
+
+    def lookup(self, entries: list[Entry], workers: int | None = None) -> dict[str, VideoIndex]:
+        """Index every found entry, decoding only what the cache does not know."""
+        results: dict[str, VideoIndex] = {}
+        stale = []
+        for entry in entries:
+            if entry.found is None or entry.found in results:
+                continue
+            cached = self._entries.get(entry.found)
+            if cached is not None and cached["stamp"] == self._stamp(entry.found):
+                results[entry.found] = VideoIndex(**cached["index"])
+            else:
+                stale.append(entry)
+        for entry, index in zip(stale, self._measure(stale, workers), strict=True):
+            results[entry.found] = index
+            self._entries[entry.found] = {"stamp": self._stamp(entry.found), "index": asdict(index)}
+        if stale:
+            self._save()
+        return results
+
+    def _measure(self, entries: list[Entry], workers: int | None) -> list[VideoIndex]:
+        jobs = [(str(self.root / e.found), e.kind) for e in entries]
+        workers = workers or os.cpu_count() or 1
+        if len(jobs) < 64 or workers == 1:
+            return [_index_one(job) for job in jobs]
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(_index_one, jobs, chunksize=64))
+
+    def _stamp(self, relative: str) -> list[int]:
+        stat = (self.root / relative).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(self._entries))
+        temporary.replace(self.path)  # atomic: parallel writers never leave half a file
+
+
+def _index_one(job: tuple[str, str]) -> VideoIndex:
+    path, kind = job
+    if kind == "frames":
+        count = len(rgb_frame_files(Path(path)))
+        return VideoIndex(count, 0, 0)
+    return index_video(path)

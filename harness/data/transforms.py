@@ -1,0 +1,163 @@
+"""Temporal sampling and spatial transforms for the two papers' protocols.
+
+Crops: Hara's multi-scale corner crop (`multiscale_corner`, EAM), a random resized crop
+(`random_resized`), or a plain random window of the short-side-resized clip (`random`, as C3D and
+TSN train; the right choice for tiny frames, where zooming shifts the train distribution away
+from the centre-cropped test clips).
+
+EAM (3D, after Hara et al.): a random 16-frame window (short videos loop-padded), Hara's
+multi-scale corner crop resized to 112, horizontal flip p=0.5, ActivityNet mean subtracted from
+0–255 pixels; at test time non-overlapping 16-frame clips over the whole video, centre crop.
+AARM (2D two-stream, TSN): 3 segments, one RGB frame or a 10-frame flow stack per segment, 224
+crops. Normalisation follows the checkpoint family being fine-tuned.
+
+Clips are `(T, H, W, C)` uint8 arrays until `to_tensor`, which returns `(C, T, H, W)` float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+NORMALISATIONS = {
+    # name: (scale to apply first, mean, std) — mean/std per channel on the scaled values
+    "activitynet": (1.0, (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)),  # Hara 2018, EAM
+    "kinetics": (1 / 255, (0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)),  # Hara 2020
+    "imagenet": (1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision 2D
+    "flow": (1 / 255, (0.5,), (0.226,)),  # TSN flow: 0–255 around 128
+}
+HARA_SCALES = tuple(1 / 2 ** (i / 4) for i in range(5))  # 1, 0.84, 0.71, 0.59, 0.5
+CORNERS = ("c", "tl", "tr", "bl", "br")
+
+
+def loop_pad(indices: list[int], length: int) -> list[int]:
+    """Repeat `indices` cyclically until `length` (Hara's LoopPadding for short videos)."""
+    return [indices[i % len(indices)] for i in range(length)]
+
+
+def random_window(frames: int, length: int, rng: np.random.Generator) -> list[int]:
+    """A random window of `length` consecutive frames, loop-padded when the video is shorter."""
+    start = int(rng.integers(0, max(frames - length, 0) + 1))
+    return loop_pad(list(range(start, min(start + length, frames))), length)
+
+
+def sliding_clips(frames: int, length: int) -> list[list[int]]:
+    """Non-overlapping `length`-frame clips covering the video (EAM's test protocol); the last
+    one loop-padded."""
+    return [
+        loop_pad(list(range(start, min(start + length, frames))), length)
+        for start in range(0, max(frames, 1), length)
+    ]
+
+
+def even_clips(frames: int, length: int, count: int) -> list[list[int]]:
+    """`count` clips with evenly spaced starts."""
+    last = max(frames - length, 0)
+    starts = np.linspace(0, last, count).round().astype(int)
+    return [loop_pad(list(range(s, min(s + length, frames))), length) for s in starts]
+
+
+def tsn_segments(
+    frames: int, segments: int, length: int, rng: np.random.Generator | None
+) -> list[int]:
+    """TSN: the first frame of a `length`-frame snippet in each of `segments` equal parts;
+    random within the part in training (`rng`), its centre in testing."""
+    usable = max(frames - length + 1, 1)
+    edges = np.linspace(0, usable, segments + 1)
+    starts = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        span = max(int(high) - int(low), 1)
+        offset = int(rng.integers(0, span)) if rng is not None else span // 2
+        starts.append(min(int(low) + offset, usable - 1))
+    return starts
+
+
+@dataclass(frozen=True)
+class SpatialTransform:
+    """Crop, resize, flip: `train` uses Hara's multi-scale corner crop (or a random resized
+    crop) and flips; evaluation resizes the short side to `size` and takes the centre."""
+
+    size: int
+    train: bool
+    crop: str = "multiscale_corner"  # or "random_resized", or "random" (no zoom)
+    flip: bool = True
+
+    def __call__(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = clip.shape[1:3]
+        if not self.train:
+            clip = _resize_short_side(clip, self.size)
+            return _centre_crop(clip, self.size)
+        if self.crop == "random":  # a size×size window of the short-side-resized clip
+            clip = _resize_short_side(clip, self.size)
+            h, w = clip.shape[1:3]
+            top, left = (
+                int(rng.integers(0, h - self.size + 1)),
+                int(rng.integers(0, w - self.size + 1)),
+            )
+            box = (top, left, self.size, self.size)
+        elif self.crop == "random_resized":
+            box = _random_resized_box(h, w, rng)
+        else:
+            box = _corner_box(h, w, rng)
+        top, left, height, width = box
+        clip = _resize(clip[:, top : top + height, left : left + width], self.size, self.size)
+        if self.flip and rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        return clip
+
+
+def _corner_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    side = int(min(h, w) * HARA_SCALES[int(rng.integers(len(HARA_SCALES)))])
+    corner = CORNERS[int(rng.integers(len(CORNERS)))]
+    top = {"c": (h - side) // 2, "tl": 0, "tr": 0, "bl": h - side, "br": h - side}[corner]
+    left = {"c": (w - side) // 2, "tl": 0, "tr": w - side, "bl": 0, "br": w - side}[corner]
+    return top, left, side, side
+
+
+def _random_resized_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    for _ in range(10):
+        area = h * w * rng.uniform(0.08, 1.0)
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        width, height = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
+        if 0 < width <= w and 0 < height <= h:
+            return (
+                int(rng.integers(0, h - height + 1)),
+                int(rng.integers(0, w - width + 1)),
+                height,
+                width,
+            )
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def _resize_short_side(clip: np.ndarray, size: int) -> np.ndarray:
+    h, w = clip.shape[1:3]
+    if min(h, w) == size:
+        return clip
+    scale = size / min(h, w)
+    return _resize(clip, max(size, round(h * scale)), max(size, round(w * scale)))
+
+
+def _centre_crop(clip: np.ndarray, size: int) -> np.ndarray:
+    h, w = clip.shape[1:3]
+    top, left = (h - size) // 2, (w - size) // 2
+    return clip[:, top : top + size, left : left + size]
+
+
+def _resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
+    if clip.shape[1:3] == (height, width):
+        return clip
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in clip])
+
+
+def to_tensor(clip: np.ndarray, normalisation: str) -> torch.Tensor:
+    """`(T, H, W, C)` uint8 → `(C, T, H, W)` float32, normalised."""
+    scale, mean, std = NORMALISATIONS[normalisation]
+    tensor = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float()
+    channels = tensor.shape[0]
+    mean_t = torch.tensor(mean * (channels // len(mean))).view(-1, 1, 1, 1)
+    std_t = torch.tensor(std * (channels // len(std))).view(-1, 1, 1, 1)
+    return (tensor * scale - mean_t) / std_t

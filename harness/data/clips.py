@@ -48,6 +48,7 @@ class FrameReader:
     def __init__(self, root: Path, indexes: dict[str, VideoIndex]) -> None:
         self.root = root
         self.indexes = indexes
+        self._frame_files: dict[str, list[Path]] = {}  # listed once per folder and process
 
     def frame_count(self, entry: Entry) -> int:
         index = self.indexes.get(entry.found or "")
@@ -56,7 +57,9 @@ class FrameReader:
     def read(self, entry: Entry, indices: list[int]) -> np.ndarray:
         path = self.root / entry.found
         if entry.kind == "frames":
-            return read_rgb_frames(rgb_frame_files(path), indices)
+            if entry.found not in self._frame_files:
+                self._frame_files[entry.found] = rgb_frame_files(path)
+            return read_rgb_frames(self._frame_files[entry.found], indices)
         return read_frames(path, indices, self.indexes.get(entry.found))
 
 

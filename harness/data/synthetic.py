@@ -48,6 +48,8 @@ PRESETS = {
     "tiny": Preset(classes=5, clips_per_group=2, frames=24, width=64, height=48),
     "small": Preset(classes=10, clips_per_group=2, frames=40, width=128, height=96),
     "large": Preset(classes=51, clips_per_group=4, frames=64, width=160, height=120),
+    # UCF101-sized frames (320x240, ~5 s): what `harness bench data` should measure on
+    "bench": Preset(classes=4, clips_per_group=1, frames=128, width=320, height=240),
 }
 
 

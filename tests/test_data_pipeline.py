@@ -1,0 +1,408 @@
+"""Synthetic data, protocols, clip datasets, other layouts, flow, bad input and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.cli import main
+from harness.data.clips import (
+    ClipProtocol,
+    EvalClips,
+    FrameReader,
+    TrainClips,
+    TSNSegments,
+    make_loader,
+)
+from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset
+from harness.data.prepare import flow_method
+from harness.data.synthetic import write_synthetic
+from harness.data.transforms import (
+    NORMALISATIONS,
+    SpatialTransform,
+    even_clips,
+    loop_pad,
+    random_window,
+    sliding_clips,
+    to_tensor,
+    tsn_segments,
+)
+from harness.data.video import read_frames
+from registry import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    write_synthetic(out, "tiny", seed=0)
+    return out
+
+
+def _open(root: Path, **kwargs):
+    config = DatasetConfig("synthetic", root, **kwargs)
+    lists, train, test = open_dataset(config)
+    reader = FrameReader(root, FrameIndex(root).lookup(train + test))
+    return lists, train, test, reader
+
+
+# --- synthetic dataset -------------------------------------------------------------------------
+
+
+def test_synth_is_deterministic(tiny, tmp_path):
+    again = tmp_path / "again"
+    assert main(["data", "synth", "--preset", "tiny", "--out", str(again), "--seed", "0"]) == 0
+    other = tmp_path / "other"
+    write_synthetic(other, "tiny", seed=1)
+    relative = "UCF-101/GrowSquare/v_GrowSquare_g03_c02.avi"
+    first = read_frames(tiny / relative, list(range(24)))
+    np.testing.assert_array_equal(first, read_frames(again / relative, list(range(24))))
+    assert not np.array_equal(first, read_frames(other / relative, list(range(24))))
+    for name in ("classInd.txt", "trainlist01.txt", "testlist03.txt"):
+        assert (tiny / "ucfTrainTestlist" / name).read_bytes() == (
+            again / "ucfTrainTestlist" / name
+        ).read_bytes()
+
+
+def test_synth_uses_the_official_ucf101_format(tiny):
+    lists_dir = tiny / "ucfTrainTestlist"
+    assert lists_dir.joinpath("classInd.txt").read_bytes().startswith(b"1 MoveUpSquare\r\n")
+    test_line = lists_dir.joinpath("testlist01.txt").read_bytes().split(b"\r\n")[0]
+    assert test_line == b"MoveUpSquare/v_MoveUpSquare_g01_c01.avi"  # no label, as distributed
+    lists, train, test, _ = _open(tiny / "UCF-101", split=1)
+    assert (len(lists.classes), len(train), len(test)) == (5, 180, 70)
+    assert {e.kind for e in train + test} == {"video"}
+
+
+@pytest.mark.slow
+def test_short_training_on_tiny_is_clearly_above_chance(tiny):
+    """A test-local loop (the run engine comes later): 8 epochs of a 3D ResNet-10 on CPU."""
+    torch.manual_seed(0)
+    lists, train, test, reader = _open(tiny / "UCF-101", split=1)
+    protocol = ClipProtocol(
+        frames=16, size=48, normalisation="kinetics", crop="random", eval_clips="even", even_count=3
+    )
+    train_set = TrainClips(reader, train, protocol, seed=0)
+    model = build_model("resnet3d_10", num_classes=len(lists.classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    loader = make_loader(train_set, batch_size=8, workers=1, shuffle=True)
+    for epoch in range(8):
+        train_set.set_epoch(epoch)
+        model.train()
+        for batch in loader:
+            loss = torch.nn.functional.cross_entropy(model(batch["clip"]), batch["label"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    scores: dict[int, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for batch in make_loader(
+            EvalClips(reader, test, protocol), batch_size=16, workers=0, shuffle=False
+        ):
+            for video, score in zip(
+                batch["video"].tolist(), model(batch["clip"]).softmax(1), strict=True
+            ):
+                scores.setdefault(video, []).append(score)
+    accuracy = np.mean(
+        [torch.stack(s).mean(0).argmax().item() == test[v].label for v, s in scores.items()]
+    )
+    assert len(scores) == len(test)
+    assert accuracy >= 0.4, f"video accuracy {accuracy:.2f} vs chance 0.20"
+
+
+# --- protocols ---------------------------------------------------------------------------------
+
+
+def test_temporal_sampling():
+    assert loop_pad([0, 1, 2], 7) == [0, 1, 2, 0, 1, 2, 0]
+    assert sliding_clips(40, 16) == [
+        list(range(16)),
+        list(range(16, 32)),
+        loop_pad(list(range(32, 40)), 16),
+    ]
+    assert sliding_clips(3, 16) == [loop_pad([0, 1, 2], 16)]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        window = random_window(40, 16, rng)
+        assert window == list(range(window[0], window[0] + 16)) and window[-1] < 40
+    assert [c[0] for c in even_clips(100, 16, 3)] == [0, 42, 84]
+    assert tsn_segments(90, 3, 1, None) == [15, 45, 75]
+    starts = tsn_segments(90, 3, 10, np.random.default_rng(1))
+    assert len(starts) == 3 and all(0 <= s <= 80 for s in starts) and starts == sorted(starts)
+
+
+def test_spatial_transforms_and_normalisation():
+    rng = np.random.default_rng(0)
+    clip = np.random.default_rng(1).integers(0, 255, (4, 240, 320, 3), dtype=np.uint8)
+    for crop in ("multiscale_corner", "random_resized", "random"):
+        out = SpatialTransform(112, train=True, crop=crop)(clip, rng)
+        assert out.shape == (4, 112, 112, 3)
+    test = SpatialTransform(112, train=False)(clip, rng)
+    assert test.shape == (4, 112, 112, 3)
+    grey = np.full((1, 2, 2, 3), 120, np.uint8)
+    tensor = to_tensor(grey, "activitynet")  # ActivityNet mean subtracted from 0–255, no std
+    np.testing.assert_allclose(
+        tensor[:, 0, 0, 0].numpy(), 120 - np.array(NORMALISATIONS["activitynet"][1]), rtol=1e-5
+    )
+    kinetics = to_tensor(grey, "kinetics")[:, 0, 0, 0].numpy()
+    mean, std = np.array(NORMALISATIONS["kinetics"][1]), np.array(NORMALISATIONS["kinetics"][2])
+    np.testing.assert_allclose(kinetics, (120 / 255 - mean) / std, rtol=1e-5)
+
+
+def test_clips_are_reproducible_whatever_the_worker(tiny):
+    _, train, _, reader = _open(tiny / "UCF-101", split=1)
+    dataset = TrainClips(reader, train, ClipProtocol(frames=8, size=32), seed=3)
+    dataset.set_epoch(2)
+    torch.testing.assert_close(dataset[5]["clip"], dataset[5]["clip"])
+    dataset.set_epoch(3)
+    assert dataset[5]["clip"].shape == (3, 8, 32, 32)
+
+
+# --- broken files --------------------------------------------------------------------------------
+
+
+def test_broken_videos_are_replaced_in_training_and_named_in_evaluation(tiny, tmp_path):
+    root = tmp_path / "UCF-101"
+    shutil.copytree(tiny / "UCF-101", root)
+    shutil.copytree(tiny / "ucfTrainTestlist", tmp_path / "ucfTrainTestlist")
+    lists, train, test, reader = _open(root, split=1)
+    broken_train, broken_test = train[0], test[0]
+    for entry in (broken_train, broken_test):  # damaged after indexing, as during a long run
+        (root / entry.found).write_bytes(b"\x00" * 100)
+    protocol = ClipProtocol(frames=8, size=32)
+    item = TrainClips(reader, train, protocol)[0]
+    assert item["failed"] == broken_train.relative and item["index"] != 0
+    batch = next(
+        iter(
+            make_loader(
+                TrainClips(reader, train, protocol), batch_size=len(train), workers=0, shuffle=False
+            )
+        )
+    )
+    assert [f for f in batch["failed"] if f] == [broken_train.relative]
+    evaluation = EvalClips(reader, test, protocol)
+    flags = {evaluation[i]["video"]: evaluation[i]["ok"] for i in range(len(evaluation))}
+    assert flags[0] == 0 and sum(flags.values()) == len(test) - 1
+
+
+def test_unreadable_videos_are_left_out_of_training_and_counted(tiny, tmp_path):
+    root = tmp_path / "UCF-101"
+    shutil.copytree(tiny / "UCF-101", root)
+    shutil.copytree(tiny / "ucfTrainTestlist", tmp_path / "ucfTrainTestlist")
+    config = DatasetConfig("synthetic", root, split=1)
+    _, train, _ = open_dataset(config)
+    (root / train[1].found).write_bytes(b"")
+    reader = FrameReader(root, FrameIndex(root).lookup(train))
+    dataset = TrainClips(reader, train, ClipProtocol(frames=8, size=32))
+    assert dataset.skipped == [train[1].relative] and len(dataset) == len(train) - 1
+
+
+# --- other layouts -------------------------------------------------------------------------------
+
+
+def test_prepared_frames_hara_json_and_mmaction_lists(tiny, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "synthetic",
+                "--root",
+                str(tiny / "UCF-101"),
+                "--out",
+                str(frames),
+                "--short-side",
+                "32",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    # the official split files resolve to the frame folders
+    lists, train, test, reader = _open(frames, split=1, split_dir=tiny / "ucfTrainTestlist")
+    assert {e.kind for e in train + test} == {"frames"}
+    first = train[0]
+    assert reader.frame_count(first) == 24
+    image = reader.read(first, [0, 23])
+    assert image.shape == (2, 32, 43, 3)
+    # 3D-ResNets-PyTorch annotation JSON over the same frames
+    database = {
+        Path(e.found).name: {
+            "subset": subset,
+            "annotations": {"label": lists.classes[e.label], "segment": [1, 25]},
+        }
+        for entries, subset in ((train, "training"), (test, "validation"))
+        for e in entries
+    }
+    annotation = tmp_path / "ucf101_01.json"
+    annotation.write_text(json.dumps({"labels": lists.classes, "database": database}))
+    hara = DatasetConfig("ucf101", frames, annotations=annotation)
+    hara_lists, hara_train, hara_test = open_dataset(hara)
+    assert (len(hara_train), len(hara_test)) == (180, 70) and hara_lists.classes == lists.classes
+    assert {e.kind for e in hara_train} == {"frames"}
+    # mmaction2 lists over the videos, 0-based labels
+    train_list = tmp_path / "train.txt"
+    train_list.write_text("".join(f"{e.found} {e.label}\n" for e in train))
+    test_list = tmp_path / "val.txt"
+    test_list.write_text("".join(f"{e.found} {e.label}\n" for e in test))
+    mm = DatasetConfig("ucf101", tiny / "UCF-101", train_list=train_list, test_list=test_list)
+    mm_lists, mm_train, _ = open_dataset(mm)
+    assert mm_lists.classes == lists.classes and [e.label for e in mm_train] == [
+        e.label for e in train
+    ]
+
+
+def test_folder_dataset(tiny, tmp_path, capsys):
+    split_file = tmp_path / "split.txt"
+    split_file.write_text(
+        "GrowSquare/v_GrowSquare_g01_c01.avi train\nShrinkSquare/v_ShrinkSquare_g01_c01.avi test\n"
+    )
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                "folder",
+                "--root",
+                str(tiny / "UCF-101"),
+                "--split-file",
+                str(split_file),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert (report["classes"], report["train"], report["test"]) == (2, 1, 1)
+
+
+def test_flow_and_tsn_segments(tiny, tmp_path, capsys):
+    split_file = tmp_path / "split.txt"
+    split_file.write_text(
+        "GrowSquare/v_GrowSquare_g01_c01.avi train\nShrinkSquare/v_ShrinkSquare_g02_c01.avi test\n"
+    )
+    flow = tmp_path / "flow"
+    args = [
+        "folder",
+        "--root",
+        str(tiny / "UCF-101"),
+        "--split-file",
+        str(split_file),
+        "--workers",
+        "1",
+    ]
+    assert main(["data", "flow", *args, "--out", str(flow)]) == 0
+    assert f"{flow_method()} flow for 2 of 2 videos" in capsys.readouterr().out
+    folder = flow / "GrowSquare" / "v_GrowSquare_g01_c01"
+    assert (
+        len(list(folder.glob("flow_x_*.jpg"))) == 23
+        and len(list(folder.glob("flow_y_*.jpg"))) == 23
+    )
+    config = DatasetConfig("folder", tiny / "UCF-101", split_file=split_file)
+    _, train, _ = open_dataset(config)
+    reader = FrameReader(tiny / "UCF-101", FrameIndex(tiny / "UCF-101").lookup(train))
+    flow_set = TSNSegments(
+        reader, train, modality="flow", train=True, size=32, flow_root=flow, flow_length=5
+    )
+    rgb_set = TSNSegments(reader, train, modality="rgb", train=False, size=32)
+    assert flow_set[0]["clip"].shape == (3, 10, 32, 32)
+    assert rgb_set[0]["clip"].shape == (3, 3, 32, 32)
+    model = build_model("resnet2d_18", num_classes=2, in_channels=10)
+    assert model(flow_set[0]["clip"]).shape == (3, 2)  # segments through the 2D net
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["synthetic", "--root", "/nonexistent/UCF-101"], "does not exist or is not a folder"),
+        (
+            ["ucf101", "--root", "{tiny}/UCF-101", "--split-dir", "/nonexistent"],
+            "classInd.txt' does not exist",
+        ),
+        (["hmdb51", "--root", "{tiny}/UCF-101", "--split-dir", "{tiny}"], "No HMDB51 split files"),
+        (["ucf101", "--root", "{tiny}/UCF-101", "--split", "4"], "splits 1, 2 and 3"),
+        (["folder", "--root", "{tiny}/UCF-101"], "needs --split-file"),
+    ],
+)
+def test_structural_problems_are_one_paragraph(tiny, capsys, args, message):
+    args = [a.replace("{tiny}", str(tiny)) for a in args]
+    assert main(["data", "check", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_missing_entries_are_reported(tiny, tmp_path, capsys):
+    root = tmp_path / "UCF-101"
+    shutil.copytree(tiny / "UCF-101", root)
+    shutil.copytree(tiny / "ucfTrainTestlist", tmp_path / "ucfTrainTestlist")
+    gone = root / "GrowSquare" / "v_GrowSquare_g01_c01.avi"
+    gone.unlink()
+    assert main(["data", "check", "synthetic", "--root", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["videos"]["GrowSquare/v_GrowSquare_g01_c01.avi"] == {
+        "frames": 0,
+        "status": "missing",
+    }
+
+
+def test_bench_data_reports_every_rate(tiny, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    main(
+        [
+            "data",
+            "prepare",
+            "synthetic",
+            "--root",
+            str(tiny / "UCF-101"),
+            "--out",
+            str(frames),
+            "--workers",
+            "1",
+        ]
+    )
+    capsys.readouterr()
+    args = [
+        "bench",
+        "data",
+        "synthetic",
+        "--root",
+        str(tiny / "UCF-101"),
+        "--prepared",
+        str(frames),
+        "--split-dir",
+        str(tiny / "ucfTrainTestlist"),
+    ]
+    assert (
+        main(
+            [
+                *args,
+                "--workers",
+                "2",
+                "--videos",
+                "8",
+                "--clips",
+                "16",
+                "--frames",
+                "8",
+                "--size",
+                "32",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    results = json.loads(capsys.readouterr().out)
+    for key in ("raw_decode_fps", "clips_per_s_1", "clips_per_s_n", "pipeline_vs_raw_per_core"):
+        assert results["videos"][key] > 0
+    assert results["prepared"]["speedup_vs_videos_1"] > 0

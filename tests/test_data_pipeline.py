@@ -43,6 +43,14 @@ def tiny(tmp_path_factory) -> Path:
     return out
 
 
+def _prepare(tiny: Path, tmp_path: Path, *options: str) -> Path:
+    """`harness data prepare` of the tiny dataset into tmp_path/frames."""
+    frames = tmp_path / "frames"
+    args = ["data", "prepare", "synthetic", "--root", str(tiny / "UCF-101"), "--out", str(frames)]
+    assert main([*args, "--workers", "1", *options]) == 0
+    return frames
+
+
 def _open(root: Path, **kwargs):
     config = DatasetConfig("synthetic", root, **kwargs)
     lists, train, test = open_dataset(config)
@@ -206,25 +214,7 @@ def test_unreadable_videos_are_left_out_of_training_and_counted(tiny, tmp_path):
 
 
 def test_prepared_frames_hara_json_and_mmaction_lists(tiny, tmp_path, capsys):
-    frames = tmp_path / "frames"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "synthetic",
-                "--root",
-                str(tiny / "UCF-101"),
-                "--out",
-                str(frames),
-                "--short-side",
-                "32",
-                "--workers",
-                "2",
-            ]
-        )
-        == 0
-    )
+    frames = _prepare(tiny, tmp_path, "--short-side", "32")
     capsys.readouterr()
     # the official split files resolve to the frame folders
     lists, train, test, reader = _open(frames, split=1, split_dir=tiny / "ucfTrainTestlist")
@@ -357,20 +347,7 @@ def test_missing_entries_are_reported(tiny, tmp_path, capsys):
 
 
 def test_bench_data_reports_every_rate(tiny, tmp_path, capsys):
-    frames = tmp_path / "frames"
-    main(
-        [
-            "data",
-            "prepare",
-            "synthetic",
-            "--root",
-            str(tiny / "UCF-101"),
-            "--out",
-            str(frames),
-            "--workers",
-            "1",
-        ]
-    )
+    frames = _prepare(tiny, tmp_path)
     capsys.readouterr()
     args = [
         "bench",

@@ -27,33 +27,31 @@ def _tree(root: Path, relatives: set[str], video: Path, rename=lambda r: r) -> N
         os.link(video, target)
 
 
-@pytest.fixture(scope="module")
-def ucf_root(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("ucf")
+def _linked_dataset(base: Path, reader, split_dir: Path, folder: str, rename=lambda r: r) -> Path:
+    """Every video that splits 1–3 name, as a hard link of one real 16-frame video."""
     video = base / "one.avi"
     write_video(video, frames=16)
     relatives = set()
     for split in (1, 2, 3):
-        lists = ucf101_split(SPLITS / "ucf101", split)
+        lists = reader(split_dir, split)
         relatives |= {s.path for s in lists.train + lists.test}
+    _tree(base / folder, relatives, video, rename)
+    return base / folder
+
+
+@pytest.fixture(scope="module")
+def ucf_root(tmp_path_factory) -> Path:
     # The folder HandstandPushups holds v_HandStandPushups_*; write some with the other spelling
     # to check that either is accepted.
     respell = lambda r: r.replace("v_HandStandPushups_g0", "v_HandstandPushups_g0")  # noqa: E731
-    _tree(base / "UCF-101", relatives, video, respell)
-    return base / "UCF-101"
+    base = tmp_path_factory.mktemp("ucf")
+    return _linked_dataset(base, ucf101_split, SPLITS / "ucf101", "UCF-101", respell)
 
 
 @pytest.fixture(scope="module")
 def hmdb_root(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("hmdb")
-    video = base / "one.avi"
-    write_video(video, frames=16)
-    relatives = set()
-    for split in (1, 2, 3):
-        lists = hmdb51_split(SPLITS / "hmdb51", split)
-        relatives |= {s.path for s in lists.train + lists.test}
-    _tree(base / "hmdb51", relatives, video)
-    return base / "hmdb51"
+    return _linked_dataset(base, hmdb51_split, SPLITS / "hmdb51", "hmdb51")
 
 
 def _check(capsys, *args: str) -> dict:

@@ -19,8 +19,9 @@ from harness.data.clips import (
     TSNSegments,
     make_loader,
 )
-from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset
+from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_present
 from harness.data.prepare import flow_method
+from harness.data.splits import DataError
 from harness.data.synthetic import write_synthetic
 from harness.data.transforms import (
     NORMALISATIONS,
@@ -344,6 +345,17 @@ def test_missing_entries_are_reported(tiny, tmp_path, capsys):
         "frames": 0,
         "status": "missing",
     }
+
+
+def test_missing_entries_stop_training_before_it_starts(tiny, tmp_path):
+    root = tmp_path / "UCF-101"
+    shutil.copytree(tiny / "UCF-101", root)
+    shutil.copytree(tiny / "ucfTrainTestlist", tmp_path / "ucfTrainTestlist")
+    shutil.rmtree(root / "GrowSquare")
+    config = DatasetConfig("synthetic", root, split=1)
+    _, train, _ = open_dataset(config)
+    with pytest.raises(DataError, match="36 of 180 videos.*harness data check synthetic"):
+        require_present(config, train)
 
 
 def test_bench_data_reports_every_rate(tiny, tmp_path, capsys):

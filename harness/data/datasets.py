@@ -77,6 +77,21 @@ def open_dataset(config: DatasetConfig) -> tuple[SplitLists, list[Entry], list[E
     return lists, train, test
 
 
+def require_present(config: DatasetConfig, entries: list[Entry]) -> None:
+    """Stop before training when split entries are not on disk (structural, not a bad file)."""
+    missing = [e.relative for e in entries if e.found is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f", … ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
+        raise DataError(
+            f"{len(missing)} of {len(entries)} videos named by the {config.name} split "
+            f"{config.split} lists are not under {str(config.root)!r}: {shown}. Expected the "
+            f"videos (or frame folders) at the paths the split files give; run 'harness data "
+            f"check {config.name} --root {config.root} --split {config.split}' for the full list."
+        )
+
+
 def read_lists(config: DatasetConfig) -> SplitLists:
     if config.annotations is not None:
         return hara_annotation(config.annotations)

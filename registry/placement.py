@@ -126,7 +126,8 @@ def expand_placement(
 def _impossible(
     rule: PlacementRule, backbone: str, points: Sequence[InsertionPoint], why: str
 ) -> str:
-    available = ", ".join(p.name for p in points) or "none"
+    # classifier-side points ("head") are taken by modules such as VCM, never by a placement
+    available = ", ".join(p.name for p in points if p.where in WHERE_CHOICES) or "none"
     return (
         f"Placement {rule.label!r} is impossible on backbone {backbone!r}: it has {why}. "
         f"Available insertion points: {available}."

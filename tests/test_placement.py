@@ -57,6 +57,14 @@ def test_impossible_or_malformed_rules_name_the_alternatives(rule, message):
         build_model("resnet3d_50", attention="se", placement=rule, num_classes=5)
 
 
+def test_impossible_message_lists_only_placeable_points():
+    with pytest.raises(ConfigError) as caught:
+        build_model("c3d", attention="se", placement="block", num_classes=5)
+    message = str(caught.value)
+    assert "conv1.out, conv2.out, conv3.out, conv4.out, conv5.out." in message
+    assert "head." not in message
+
+
 def test_attention_without_placement_is_an_error():
     with pytest.raises(ConfigError, match="needs a placement"):
         build_model("resnet3d_18", attention="se", placement="none", num_classes=5)

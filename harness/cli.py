@@ -1,5 +1,6 @@
 """The `harness` command line.
 
+    harness run SPEC [--dry-run] [--set K=V]   train, evaluate and log a spec's trials (MLflow)
     harness list [--json]                      what can be built
     harness profile SPEC [--latency] [--json]  Params and GFLOPs of every model in a spec's grid
     harness data synth|check|prepare|flow …    datasets
@@ -56,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--batch", type=int, default=8, help="batch size for clips/s (default 8)")
     profile.set_defaults(command=_profile)
+
+    run = commands.add_parser("run", help="train, evaluate and log every trial of a spec")
+    run.add_argument("spec", help="experiment spec (YAML), e.g. experiments/quickstart.yaml")
+    run.add_argument("--dry-run", action="store_true", help="list the trials and which are done")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.epochs=2 (repeatable)",
+    )  # fmt: skip
+    run.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(command=_run)
 
     add_data_commands(commands)
 
@@ -158,3 +170,27 @@ def _bench_data(args: argparse.Namespace) -> int:
     )
     print(json.dumps(results, indent=2) if args.json else format_bench(results))
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.runner import run_spec
+    from harness.spec import load_spec
+    from harness.tracking import Tracker, tracking_uri
+
+    spec = load_spec(args.spec, args.set)
+    uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+    started = time.perf_counter()
+    tracker = Tracker(uri, spec.name)
+    summary = run_spec(spec, tracker, dry_run=args.dry_run, progress=not args.no_progress)
+    minutes = (time.perf_counter() - started) / 60
+    print(
+        f"\n{spec.name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped "
+        f"(already finished), {len(summary.failed)} failed, "
+        f"{len(spec.trials) - len(summary.finished) - len(summary.skipped) - len(summary.failed)} "
+        f"to do; {minutes:.1f} min; runs in {uri} (experiment {spec.name!r})"
+    )
+    for key, reason in summary.failed.items():
+        print(f"  failed {key}: {reason}")
+    return 1 if summary.failed else 0

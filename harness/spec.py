@@ -19,7 +19,9 @@ A spec is flat and its values are registry keys::
 Grid axes are `backbone`, `attention`, `placement`, `frames`, `size`, `num_classes`, and any option
 of a backbone or attention module (e.g. `k_c`, `order`, `shortcut`). Every mistake is a
 `SpecError` naming the file, the key and the accepted values. A spec without a `dataset` section
-is profile-only (`harness profile`).
+is profile-only (`harness profile`); with one, `dataset`, `train`, `eval` and `tracking` sections
+(`harness.sections`) describe the runs, and every grid row runs once per split and seed.
+`--set key.path=value` overrides any value before validation.
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.sections import (
+    DatasetSection,
+    EvalSection,
+    TrackingSection,
+    TrainSection,
+    parse_section,
+)
 from registry import (
     ATTENTION,
     BACKBONES,
@@ -44,7 +53,10 @@ from registry import (
 )
 from registry.options import check_value, options_of
 
-TOP_LEVEL_KEYS = ("name", "description", "model", "grid", "include", "exclude", "reference")
+TOP_LEVEL_KEYS = (
+    "name", "description", "model", "grid", "include", "exclude", "reference",
+    "dataset", "train", "eval", "tracking",
+)  # fmt: skip
 MODEL_KEYS = ("num_classes", "frames", "size", "options")
 MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
 
@@ -64,6 +76,8 @@ class Trial:
     frames: int
     size: int
     options: tuple[tuple[str, Any], ...] = ()
+    split: int | None = None  # training specs only
+    seed: int | None = None
 
     @property
     def key(self) -> str:
@@ -71,6 +85,8 @@ class Trial:
         parts = [self.backbone, self.attention, self.placement.label, f"f{self.frames}"]
         parts += [f"s{self.size}", f"c{self.num_classes}"]
         parts += [f"{name}={value}" for name, value in self.options]
+        if self.split is not None:
+            parts += [f"split{self.split}", f"seed{self.seed}"]
         return "-".join(parts)
 
     def fields(self) -> dict[str, Any]:
@@ -120,6 +136,11 @@ class Spec:
     trials: tuple[Trial, ...]
     references: tuple[Reference, ...] = field(default=())
     content_hash: str = ""
+    dataset: DatasetSection | None = None
+    train: TrainSection | None = None
+    eval: EvalSection = field(default_factory=EvalSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    resolved: dict = field(default_factory=dict)  # the validated YAML, overrides applied
 
     def reference_for(self, trial: Trial) -> dict[str, Any]:
         """The paper's values for `trial` (later references override earlier ones)."""
@@ -130,8 +151,11 @@ class Spec:
         return values
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate `path`; raises `SpecError` naming the file and key on any mistake."""
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read and validate `path`; raises `SpecError` naming the file and key on any mistake.
+
+    `overrides` are `key.path=value` strings (values parsed as YAML) applied before validation.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
@@ -140,19 +164,33 @@ def load_spec(path: str | Path) -> Spec:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    return parse_spec(raw, path, hashlib.sha256(text.encode()).hexdigest())
+    for override in overrides:
+        raw = _apply_override(raw, override, path)
+    content = yaml.safe_dump(raw, sort_keys=False) if overrides else text
+    return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
+
+
+def _apply_override(raw: Any, override: str, path: Path) -> Any:
+    key, separator, value = override.partition("=")
+    if not separator or not key:
+        raise SpecError(f"--set {override!r}: expected key.path=value, e.g. train.lr=0.01.")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the top level must be a mapping to apply --set {override!r}.")
+    target = raw
+    *parents, last = key.split(".")
+    for parent in parents:
+        target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise SpecError(f"--set {override!r}: '{parent}' is not a mapping in {path}.")
+    target[last] = yaml.safe_load(value)
+    return raw
 
 
 def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
     where = _Where(path)
     raw = where.mapping(raw, "the top level")
-    if "dataset" in raw:
-        raise where.error(
-            "dataset",
-            "training specs are not supported yet: this version profiles models only. Remove "
-            "the 'dataset' section to profile the grid with 'harness profile'.",
-        )
     where.only_keys(raw, TOP_LEVEL_KEYS, "the top level")
+    sections = _sections(where, raw)
     name = where.typed(raw, "name", str)
     model = where.mapping(raw.get("model", {}), "model")
     where.only_keys(model, MODEL_KEYS, "model")
@@ -165,13 +203,41 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
     axes = _grid_axes(where, raw.get("grid", {}))
     rows = _expand_grid(where, axes, raw)
     trials = tuple(_trial(where, row, defaults, fixed_options) for row in rows)
+    if sections["dataset"] is not None:
+        trials = tuple(
+            replace(trial, split=split, seed=seed)
+            for trial in trials
+            for split in sections["dataset"].splits
+            for seed in sections["train"].seeds
+        )
     keys = [t.key for t in trials]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
     references = tuple(_references(where, raw.get("reference", [])))
     description = where.typed(raw, "description", str, default="")
-    return Spec(path, name, description, trials, references, content_hash)
+    return Spec(
+        path, name, description, trials, references, content_hash, resolved=dict(raw), **sections
+    )
+
+
+def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
+    """The training sections, validated; `dataset` and `train` are None for profile-only specs."""
+    try:
+        dataset = (
+            parse_section(DatasetSection, raw["dataset"], "dataset") if "dataset" in raw else None
+        )
+        train = parse_section(TrainSection, raw.get("train"), "train") if dataset else None
+        if "train" in raw and dataset is None:
+            raise ConfigError("key 'train': a training section needs a 'dataset' section too.")
+        return {
+            "dataset": dataset,
+            "train": train,
+            "eval": parse_section(EvalSection, raw.get("eval"), "eval"),
+            "tracking": parse_section(TrackingSection, raw.get("tracking"), "tracking"),
+        }
+    except ConfigError as error:
+        raise SpecError(f"{where.path}: {error}") from None
 
 
 def _grid_axes(where: _Where, grid: Any) -> dict[str, list[Any]]:

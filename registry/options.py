@@ -61,6 +61,8 @@ def check_value(where: str, annotation: Any, value: Any) -> Any:
     """`value` if it fits `annotation` (ints are accepted as floats), else `ConfigError`."""
     if _fits(annotation, value):
         return float(value) if annotation is float else value
+    if typing.get_origin(annotation) is Literal:
+        raise ConfigError(f"{where} = {value!r} is not accepted: expected {_type_name(annotation)}.")
     raise ConfigError(
         f"{where} = {value!r} has the wrong type: expected {_type_name(annotation)}, "
         f"got {type(value).__name__}."
@@ -77,6 +79,9 @@ def _fits(annotation: Any, value: Any) -> bool:
         return any(_fits(arg, value) for arg in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(_fits(item, v) for v in value)
     if annotation is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if annotation is int:
@@ -94,4 +99,6 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     return getattr(annotation, "__name__", str(annotation))

@@ -102,7 +102,7 @@ def test_short_training_on_tiny_is_clearly_above_chance(tiny):
     loader = make_loader(train_set, batch_size=8, workers=1, shuffle=True)
     cpu = torch.device("cpu")
     for epoch in range(8):
-        train_set.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         train_one_epoch(model, loader, optimizer, device=cpu, epoch=epoch)
     test_loader = make_loader(
         EvalClips(reader, test, protocol), batch_size=16, workers=0, shuffle=False
@@ -154,10 +154,16 @@ def test_spatial_transforms_and_normalisation():
 def test_clips_are_reproducible_whatever_the_worker(tiny):
     _, train, _, reader = _open(tiny / "UCF-101", split=1)
     dataset = TrainClips(reader, train, ClipProtocol(frames=8, size=32), seed=3)
-    dataset.set_epoch(2)
-    torch.testing.assert_close(dataset[5]["clip"], dataset[5]["clip"])
-    dataset.set_epoch(3)
-    assert dataset[5]["clip"].shape == (3, 8, 32, 32)
+    n = len(dataset)
+    torch.testing.assert_close(dataset[2 * n + 5]["clip"], dataset[2 * n + 5]["clip"])
+    assert not torch.equal(dataset[2 * n + 5]["clip"], dataset[3 * n + 5]["clip"])  # next epoch
+    assert dataset[3 * n + 5]["label"] == dataset[5]["label"]
+    loader = make_loader(dataset, batch_size=n, workers=0, shuffle=True, seed=3)
+    loader.sampler.set_epoch(1)
+    first = next(iter(loader))["index"]
+    assert sorted(first.tolist()) == list(range(n))
+    loader.sampler.set_epoch(1)
+    torch.testing.assert_close(next(iter(loader))["index"], first)  # epoch 1's order, again
 
 
 # --- broken files --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.data.datasets import Entry
 from harness.data.frames import read_flow_stack, read_rgb_frames, rgb_frame_files
@@ -75,20 +75,18 @@ class TrainClips(Dataset):
         self.protocol = protocol
         self.transform = SpatialTransform(protocol.size, train=True, crop=protocol.crop)
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Clips depend on (seed, epoch, index) only: the same whatever worker draws them."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int) -> dict:
+        """`item` = epoch · len + index (see `EpochShuffle`): a clip depends on (seed, epoch,
+        index) only, the same whichever worker draws it, and after a resume."""
+        epoch, index = divmod(item, len(self.entries))
         failed = ""
         for attempt in range(len(self.entries)):
             position = (index + attempt * 7919) % len(self.entries)
-            rng = np.random.default_rng([self.seed, self.epoch, position, attempt])
+            rng = np.random.default_rng([self.seed, epoch, position, attempt])
             entry = self.entries[position]
             try:
                 clip = self._clip(entry, rng)
@@ -188,22 +186,44 @@ class TSNSegments(Dataset):
         return {"clip": tensor, "label": entry.label, "index": index}
 
 
+class EpochShuffle(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone, yielding `epoch · n + index`.
+
+    Persistent workers hold their own copy of the dataset, so the epoch travels inside the index;
+    and because nothing depends on earlier epochs, a resumed run sees the same order.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        offset = self.epoch * self.size
+        return iter((offset + torch.randperm(self.size, generator=generator)).tolist())
+
+
 def make_loader(
     dataset: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int = 0
 ) -> DataLoader:
     """A loader that scales with workers: persistent workers, pinned memory on GPU, prefetch,
-    and single-threaded decoding and resizing inside each worker."""
-    generator = torch.Generator().manual_seed(seed)
+    and single-threaded decoding and resizing inside each worker. With `shuffle`, call
+    `loader.sampler.set_epoch(epoch)` before each epoch."""
+    sampler = EpochShuffle(len(dataset), seed) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=_single_threaded_worker,
-        generator=generator,
     )
 
 

@@ -1,0 +1,90 @@
+"""The training sections of a spec (`dataset`, `train`, `eval`, `tracking`) as typed dataclasses.
+
+Each field's type hint and default is the schema: `parse_section` rejects unknown keys and values
+of the wrong type, naming the key and the accepted values. Paths are kept as strings here and
+resolved relative to the working directory when a run starts.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal
+
+from registry import ConfigError
+from registry.options import check_value
+
+DATASET_NAMES = Literal["ucf101", "hmdb51", "synthetic", "folder"]
+
+
+@dataclass(frozen=True)
+class DatasetSection:
+    """Where the data is and the clip protocol. `root: synthetic:tiny` generates that preset
+    into the cache on first use."""
+
+    name: DATASET_NAMES
+    root: str
+    split_dir: str | None = None
+    annotations: str | None = None
+    split_file: str | None = None
+    splits: list[int] = field(default_factory=lambda: [1])
+    normalisation: Literal["activitynet", "kinetics", "imagenet"] = "activitynet"
+    crop: Literal["multiscale_corner", "random_resized", "random"] = "multiscale_corner"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Optimiser, schedule and what trains. `schedule: eam` is EAM's eq. 12: linear warm-up over
+    `warmup_epochs`, then ×`gamma` at each of `milestones`."""
+
+    epochs: int = 1
+    batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    schedule: Literal["constant", "eam", "cosine", "plateau"] = "constant"
+    warmup_epochs: int = 0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    trainable: str | list[str] = "all"
+    pretrained: str | None = None
+    grad_clip: float | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """Test clips: `sliding` (non-overlapping, EAM) or `count` evenly spaced (`even`)."""
+
+    clips: Literal["sliding", "even"] = "sliding"
+    count: int = 10
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class TrackingSection:
+    """The MLflow store; default `sqlite:///mlflow.db` (or `MLFLOW_TRACKING_URI`)."""
+
+    uri: str | None = None
+
+
+def parse_section(cls: type, raw: Any, key: str) -> Any:
+    """`cls` built from the mapping `raw`; `ConfigError` names `key.field` on any mistake."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"key '{key}': expected a mapping, got {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for name in raw:
+        if name not in known:
+            raise ConfigError(f"unknown key '{name}' in {key}. Accepted keys: {', '.join(known)}.")
+    values = {}
+    for name, spec_field in known.items():
+        if name in raw:
+            values[name] = check_value(f"key '{key}.{name}'", hints[name], raw[name])
+        elif spec_field.default is MISSING and spec_field.default_factory is MISSING:
+            raise ConfigError(f"key '{key}.{name}' is missing.")
+    return cls(**values)

@@ -1,0 +1,55 @@
+"""MLflow tracking: one experiment per spec, one run per trial, found again by its trial key.
+
+The default store is a local SQLite file, `sqlite:///mlflow.db` in the working directory;
+`MLFLOW_TRACKING_URI`, the spec's `tracking.uri` or `--tracking-uri` point elsewhere (e.g. a
+shared `mlflow server`). Opening the tracker creates the store (its schema migration) in this one
+process, before any parallel work can race on a fresh file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+TRIAL_KEY_TAG = "trial_key"
+
+
+def tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
+    return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+class Tracker:
+    """The spec's experiment in one store; looks trials up by their key."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import mlflow
+            from mlflow.tracking import MlflowClient
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.mlflow = mlflow
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            found.experiment_id if found else self.client.create_experiment(experiment)
+        )
+
+    def latest_run(self, key: str):
+        """The most recent run of trial `key`, or None."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{TRIAL_KEY_TAG} = '{key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def status(self, key: str) -> str | None:
+        """FINISHED, FAILED, KILLED, RUNNING (or left RUNNING by a killed process), or None."""
+        run = self.latest_run(key)
+        return run.info.status if run else None

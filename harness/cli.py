@@ -1,6 +1,7 @@
 """The `harness` command line.
 
     harness run SPEC [--dry-run] [--set K=V]   train, evaluate and log a spec's trials (MLflow)
+    harness ui [SPEC] [--port P]               the MLflow UI for the store, and the spec's runs page
     harness list [--json]                      what can be built
     harness profile SPEC [--latency] [--json]  Params and GFLOPs of every model in a spec's grid
     harness data synth|check|prepare|flow …    datasets
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(command=_run)
+
+    ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the configured store")
+    ui.add_argument("spec", nargs="?", help="spec whose runs page to print")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    ui.set_defaults(command=_ui)
 
     add_data_commands(commands)
 
@@ -194,3 +201,26 @@ def _run(args: argparse.Namespace) -> int:
     for key, reason in summary.failed.items():
         print(f"  failed {key}: {reason}")
     return 1 if summary.failed else 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from harness.spec import load_spec
+    from harness.tracking import Tracker, tracking_uri
+
+    spec = load_spec(args.spec) if args.spec else None
+    uri = tracking_uri(args.tracking_uri, spec.tracking.uri if spec else None)
+    address = f"http://127.0.0.1:{args.port}"
+    if spec is not None:
+        experiment = Tracker(uri, spec.name).experiment_id  # also creates the store if new
+        address += f"/#/experiments/{experiment}"
+    print(f"MLflow UI for {uri}: {address}  (Ctrl-C stops it)", flush=True)
+    command = [
+        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+        "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
+    ]  # fmt: skip
+    try:
+        return subprocess.run(command, check=False).returncode
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,73 @@
+"""`harness ui` serves the spec's runs from the real store over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_spec_runs(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: uitest\nmodel: {num_classes: 5}\ngrid: {backbone: [resnet3d_10]}\n"
+        "dataset: {name: synthetic, root: x}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "harness", "ui", str(spec), "--port", str(port),
+             "--tracking-uri", uri],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        client = MlflowClient(uri)
+        deadline = time.time() + 20
+        while client.get_experiment_by_name("uitest") is None and time.time() < deadline:
+            time.sleep(0.2)
+        experiment = client.get_experiment_by_name("uitest").experiment_id
+        run = client.create_run(experiment, run_name="resnet3d_10-eam-trial")
+        client.set_terminated(run.info.run_id)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90  # mlflow takes 5–25 s to answer /health
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{base}/ajax-api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [experiment]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.loads(urllib.request.urlopen(request, timeout=10).read())["runs"]
+        assert [r["info"]["run_name"] for r in runs] == ["resnet3d_10-eam-trial"]
+        page = urllib.request.urlopen(base, timeout=10).read().decode()
+        assert "<html" in page.lower()
+        assert f"{base}/#/experiments/{experiment}" in log.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

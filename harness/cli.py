@@ -214,7 +214,7 @@ def _ui(args: argparse.Namespace) -> int:
     address = f"http://127.0.0.1:{args.port}"
     if spec is not None:
         experiment = Tracker(uri, spec.name).experiment_id  # also creates the store if new
-        address += f"/#/experiments/{experiment}"
+        address += f"/#/experiments/{experiment}/runs"
     print(f"MLflow UI for {uri}: {address}  (Ctrl-C stops it)", flush=True)
     command = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,

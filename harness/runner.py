@@ -83,6 +83,13 @@ def preflight(spec: Spec) -> None:
     """Structural problems (missing root, split files or split entries) for every split the spec
     uses, found before anything trains: one `DataError` naming the path and the command that
     helps."""
+    pretrained = spec.train.pretrained
+    if pretrained and not Path(pretrained).is_file():
+        raise SpecError(
+            f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} does not exist. Give "
+            "the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness never "
+            "downloads weights."
+        )
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = _dataset_config(spec, split)
         _, train, test = open_dataset(config)

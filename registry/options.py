@@ -62,7 +62,8 @@ def check_value(where: str, annotation: Any, value: Any) -> Any:
     if _fits(annotation, value):
         return float(value) if annotation is float else value
     if typing.get_origin(annotation) is Literal:
-        raise ConfigError(f"{where} = {value!r} is not accepted: expected {_type_name(annotation)}.")
+        expected = _type_name(annotation)
+        raise ConfigError(f"{where} = {value!r} is not accepted: expected {expected}.")
     raise ConfigError(
         f"{where} = {value!r} has the wrong type: expected {_type_name(annotation)}, "
         f"got {type(value).__name__}."

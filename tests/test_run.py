@@ -177,6 +177,10 @@ BAD = {
         "unknown synthetic preset 'huge'",
     ),
     "train without dataset": ("train: {epochs: 1}", "needs a 'dataset' section"),
+    "missing pretrained checkpoint": (
+        "dataset: {name: synthetic, root: x}\ntrain: {pretrained: weights/r50.pth}",
+        "checkpoint 'weights/r50.pth' does not exist",
+    ),
     "bad override": (None, "expected key.path=value"),
 }
 
@@ -194,3 +198,23 @@ def test_run_spec_mistakes_exit_2_with_one_paragraph(tmp_path, capsys, case, mon
     err = capsys.readouterr().err
     assert expected in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_failing_trial_does_not_stop_the_others(tmp_path):
+    # C3D needs 16x112x112 clips: at 8x32x32 its trial fails; the ResNet trial must still finish
+    text = SPEC.replace("EPOCHS", "1").replace(
+        "backbone: [resnet3d_10]", "backbone: [c3d, resnet3d_10]"
+    )
+    text = text.replace("attention: [none, eam]", "attention: [none]")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    code, output = harness(tmp_path, "run", str(spec), "--no-progress").finish(600)
+    assert code == 1, output
+    assert "1 finished, 0 skipped (already finished), 1 failed" in output
+    assert "failed c3d-none-stage_output-f8-s32-c5-split1-seed0: RuntimeError" in output
+    states = {k: v["status"] for k, v in final_metrics_or_partial(tmp_path).items()}
+    assert states == {
+        "c3d-none-stage_output-f8-s32-c5-split1-seed0": "FAILED",
+        "resnet3d_10-none-stage_output-f8-s32-c5-split1-seed0": "FINISHED",
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from harness.tracking import Tracker
 from tests.conftest import ROOT
+
+
+def rendered_dom(url: str, profile: Path) -> str:
+    """The page as headless Chromium renders it (the runs table is built by JavaScript)."""
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done.stdout
 
 
 def free_port() -> int:
@@ -33,6 +46,7 @@ def test_ui_serves_the_spec_runs(tmp_path: Path):
         "dataset: {name: synthetic, root: x}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = Tracker(uri, "uitest").experiment_id  # one process creates the store first
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "ui.log"
@@ -44,10 +58,6 @@ def test_ui_serves_the_spec_runs(tmp_path: Path):
         )  # fmt: skip
     try:
         client = MlflowClient(uri)
-        deadline = time.time() + 20
-        while client.get_experiment_by_name("uitest") is None and time.time() < deadline:
-            time.sleep(0.2)
-        experiment = client.get_experiment_by_name("uitest").experiment_id
         run = client.create_run(experiment, run_name="resnet3d_10-eam-trial")
         client.set_terminated(run.info.run_id)
         base = f"http://127.0.0.1:{port}"
@@ -67,7 +77,11 @@ def test_ui_serves_the_spec_runs(tmp_path: Path):
         assert [r["info"]["run_name"] for r in runs] == ["resnet3d_10-eam-trial"]
         page = urllib.request.urlopen(base, timeout=10).read().decode()
         assert "<html" in page.lower()
-        assert f"{base}/#/experiments/{experiment}" in log.read_text()
+        runs_page = f"{base}/#/experiments/{experiment}/runs"
+        assert runs_page in log.read_text()
+        if shutil.which("chromium"):  # .ci/run installs it (Debian package chromium)
+            dom = rendered_dom(runs_page, tmp_path / "chromium")
+            assert "resnet3d_10-eam-trial" in dom
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

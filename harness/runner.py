@@ -80,9 +80,9 @@ def run_spec(
 
 
 def preflight(spec: Spec) -> None:
-    """Structural problems (missing root, split files or split entries) for every split the spec
-    uses, found before anything trains: one `DataError` naming the path and the command that
-    helps."""
+    """Structural problems found before anything trains: a missing pretrained checkpoint, a
+    missing root, split files or split entries, a class count that does not match the data. Each
+    is one message naming the path or key and what helps."""
     pretrained = spec.train.pretrained
     if pretrained and not Path(pretrained).is_file():
         raise SpecError(
@@ -92,8 +92,14 @@ def preflight(spec: Spec) -> None:
         )
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = _dataset_config(spec, split)
-        _, train, test = open_dataset(config)
+        lists, train, test = open_dataset(config)
         require_present(config, train + test)
+        wrong = sorted({t.num_classes for t in spec.trials} - {len(lists.classes)})
+        if wrong:
+            raise SpecError(
+                f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match dataset "
+                f"{spec.dataset.name} split {split}, which has {len(lists.classes)} classes."
+            )
 
 
 def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = True) -> None:
@@ -108,11 +114,6 @@ def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = Tr
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     resolved = trial.resolve()
-    if resolved.num_classes != len(data["classes"]):
-        raise ConfigError(
-            f"{spec.path}: model.num_classes is {resolved.num_classes} but dataset "
-            f"{spec.dataset.name} split {trial.split} has {len(data['classes'])} classes."
-        )
     model = resolved.build()
     if train.pretrained:
         load_pretrained(model, train.pretrained, classifier=resolved.backbone.classifier,

@@ -182,6 +182,10 @@ BAD = {
         "checkpoint 'weights/r50.pth' does not exist",
     ),
     "bad override": (None, "expected key.path=value"),
+    "class count not the dataset's": (
+        "dataset: {name: synthetic, root: 'synthetic:tiny'}",
+        "key 'model.num_classes': 7 does not match dataset synthetic split 1, which has 5",
+    ),
 }
 
 
@@ -189,7 +193,8 @@ BAD = {
 def test_run_spec_mistakes_exit_2_with_one_paragraph(tmp_path, capsys, case, monkeypatch):
     monkeypatch.chdir(tmp_path)
     body, expected = BAD[case]
-    text = "name: bad\nmodel: {num_classes: 5}\ngrid: {backbone: [resnet3d_10]}\n" + (
+    classes = 7 if "class count" in case else 5
+    text = f"name: bad\nmodel: {{num_classes: {classes}}}\ngrid: {{backbone: [resnet3d_10]}}\n" + (
         body or "dataset: {name: synthetic, root: x}"
     )
     (tmp_path / "bad.yaml").write_text(text)

@@ -15,6 +15,7 @@ import math
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,8 @@ def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = Tr
                 mlflow.log_text("\n".join(stats.replaced), f"replaced/epoch{epoch:03d}.txt")
             _save_checkpoint(checkpoint_path, model, optimizer, schedule, epoch)
         _log_evaluation(mlflow, spec, model, device, data, progress)
+        if train.save_checkpoint:  # the trained weights (there is no validation split to pick a
+            mlflow.log_artifact(str(checkpoint_path), "checkpoint")  # "best" epoch by)
 
 
 def _dataset_config(spec: Spec, split: int) -> DatasetConfig:
@@ -287,11 +290,11 @@ def _log_trial(mlflow, spec: Spec, trial: Trial, resolved, model, device) -> Non
             "spec_path": str(spec.path),
             "spec_hash": spec.content_hash,
             "git_commit": _git_commit(),
-            "device": str(device),
-            "torch": torch.__version__,
+            "device": _device_name(device),
             "python": platform.python_version(),
             "dataset": spec.dataset.name,
-        }  # fmt: skip
+            **{f"version.{name}": _version(name) for name in VERSIONED},
+        }
     )
     params = {k: v for k, v in trial.fields().items()}
     params |= {
@@ -367,6 +370,22 @@ def _csv(header: list[str], rows) -> str:
     for row in rows:
         writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
     return buffer.getvalue()
+
+
+VERSIONED = ("torch", "fvcore", "mlflow", "av", "numpy", "attention-harness")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}"
 
 
 def _git_commit() -> str:

@@ -52,6 +52,7 @@ class TrainSection:
     pretrained: str | None = None
     grad_clip: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
+    save_checkpoint: bool = False  # log the trained weights as an MLflow artifact
 
 
 @dataclass(frozen=True)

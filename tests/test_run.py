@@ -88,7 +88,9 @@ def test_eam_schedule_is_eq_12():
 @pytest.mark.slow
 def test_run_finishes_logs_and_skips_on_rerun(tmp_path):
     spec = spec_file(tmp_path, epochs=1)
-    code, output = harness(tmp_path, "run", str(spec), "--no-progress").finish(600)
+    code, output = harness(
+        tmp_path, "run", str(spec), "--no-progress", "--set", "train.save_checkpoint=true"
+    ).finish(600)
     assert code == 0, output
     assert "2 finished, 0 skipped" in output
     metrics = final_metrics(tmp_path)
@@ -97,6 +99,13 @@ def test_run_finishes_logs_and_skips_on_rerun(tmp_path):
         "resnet3d_10-eam-stage_output-f8-s32-c5-split1-seed0",
     }
     assert all(m["status"] == "FINISHED" for m in metrics.values())
+    run = logged_run(tmp_path, "resnet3d_10-eam-stage_output-f8-s32-c5-split1-seed0")
+    assert run.data.params["insertion_points"] == "res2.out,res3.out,res4.out,res5.out"
+    assert run.data.tags["version.mlflow"] == "3.17.2" and run.data.tags["spec_hash"]
+    assert run.data.metrics["params"] > 0 and run.data.metrics["gflops_paper"] > 0
+    artifacts = {a.path for a in artifacts_of(tmp_path, run)}
+    assert {"spec.yaml", "per_class.csv", "confusion.csv", "per_video_scores.json"} <= artifacts
+    assert "checkpoint" in artifacts  # train.save_checkpoint: the trained weights
     code, output = harness(tmp_path, "run", str(spec), "--no-progress").finish(120)
     assert code == 0 and "0 finished, 2 skipped" in output
     code, output = harness(
@@ -137,6 +146,21 @@ def test_sigkill_mid_trial_then_resume_gives_the_same_metrics(tmp_path):
     assert "1 finished, 1 skipped" in output and "resuming a running run" in output
     first, second = final_metrics(reference), final_metrics(interrupted)
     assert first == second  # same seed on CPU: identical final metrics, one run per trial
+
+
+def logged_run(folder: Path, key: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("runtest")
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.trial_key = '{key}'")
+    return run
+
+
+def artifacts_of(folder: Path, run):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").list_artifacts(run.info.run_id)
 
 
 def final_metrics_or_partial(folder: Path) -> dict[str, dict]:

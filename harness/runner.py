@@ -39,8 +39,7 @@ from harness.sections import TrainSection
 from harness.spec import Spec, SpecError, Trial
 from harness.tracking import TRIAL_KEY_TAG, Tracker
 from registry import ConfigError, load_pretrained
-
-NEW_MODULE_NAMES = ("attention", "stage_attention", "head_attention")
+from registry.checkpoints import is_attention_key
 
 
 @dataclass
@@ -208,11 +207,8 @@ def _set_trainable(model: torch.nn.Module, trainable: str | list[str]) -> None:
         return
     names = [trainable] if isinstance(trainable, str) else trainable
     for key, parameter in model.named_parameters():
-        segments = key.split(".")
         parameter.requires_grad = any(
-            set(segments) & set(NEW_MODULE_NAMES)
-            if name == "attention"
-            else key.startswith(f"{name}.")
+            is_attention_key(key) if name == "attention" else key.startswith(f"{name}.")
             for name in names
         )
     if not any(p.requires_grad for p in model.parameters()):

@@ -13,7 +13,7 @@ from registry.attention import ATTENTION, AttentionEntry
 from registry.backbones import BACKBONES, BackboneEntry
 from registry.checkpoints import load_pretrained
 from registry.errors import ConfigError
-from registry.options import check_options, check_value, options_of
+from registry.options import check_options, check_value, describe_options, options_of
 from registry.placement import InsertionPoint, PlacementRule, expand_placement, parse_placement
 
 
@@ -176,17 +176,10 @@ def _split_options(
     if unknown:
         raise ConfigError(
             f"Unknown option(s) {unknown} for backbone {backbone.name!r} with attention "
-            f"{attention.name!r}. Backbone options: {_listed(backbone_declared)}; attention "
-            f"options: {_listed(attention_declared)}."
+            f"{attention.name!r}. Backbone options: {describe_options(backbone_declared)}; "
+            f"attention options: {describe_options(attention_declared)}."
         )
     return (
         check_options(f"Backbone {backbone.name!r}", backbone_declared, for_backbone),
         check_options(f"Attention {attention.name!r}", attention_declared, for_attention),
-    )
-
-
-def _listed(declared: Mapping[str, Any]) -> str:
-    return (
-        ", ".join(f"{o.name} ({o.type_name}, default {o.default!r})" for o in declared.values())
-        or "none"
     )

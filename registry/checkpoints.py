@@ -85,7 +85,7 @@ def load_pretrained(
     kept = {k: v for k, v in source.items() if not k.startswith(head)}
     if first_conv:
         _adapt_first_conv(kept, target, f"{first_conv}.weight")
-    expected = [k for k in target if not k.startswith(head) and not _is_new(k)]
+    expected = [k for k in target if not k.startswith(head) and not is_attention_key(k)]
     missing = [k for k in expected if k not in kept and not k.endswith(OPTIONAL_SUFFIXES)]
     unexpected = [k for k in kept if k not in target]
     mismatched = [
@@ -125,7 +125,9 @@ def _strip_prefix(key: str) -> str:
     return key[len("module.") :] if key.startswith("module.") else key
 
 
-def _is_new(key: str) -> bool:
+def is_attention_key(key: str) -> bool:
+    """Whether a parameter or buffer name belongs to a module placed by the harness (attention
+    in blocks, at stage outputs, or around the classifier): new, never in a released file."""
     return bool(NEW_MODULE_SEGMENTS.intersection(key.split(".")))
 
 

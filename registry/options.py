@@ -51,10 +51,17 @@ def check_options(owner: str, declared: Mapping[str, Option], given: Mapping[str
     checked = {}
     for name, value in given.items():
         if name not in declared:
-            accepted = ", ".join(f"{o.name} ({o.type_name})" for o in declared.values()) or "none"
-            raise ConfigError(f"{owner} has no option {name!r}. Accepted options: {accepted}.")
+            raise ConfigError(
+                f"{owner} has no option {name!r}. Accepted options: {describe_options(declared)}."
+            )
         checked[name] = check_value(f"{owner}: option {name}", declared[name].annotation, value)
     return checked
+
+
+def describe_options(declared: Mapping[str, Option]) -> str:
+    """`name (type, default value), …` for messages; "none" when there are no options."""
+    described = (f"{o.name} ({o.type_name}, default {o.default!r})" for o in declared.values())
+    return ", ".join(described) or "none"
 
 
 def check_value(where: str, annotation: Any, value: Any) -> Any:

@@ -57,14 +57,21 @@ def harness(folder: Path, *args: str) -> Harness:
     return Harness(folder, *args)
 
 
-def final_metrics(folder: Path) -> dict[str, dict[str, float]]:
-    import mlflow
+def store(folder: Path):
+    """A client of the run's store in `folder`."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def runs_of(folder: Path, filter_string: str = "") -> list:
+    client = store(folder)
     experiment = client.get_experiment_by_name("runtest")
-    runs = client.search_runs([experiment.experiment_id])
-    assert mlflow is not None
+    return client.search_runs([experiment.experiment_id], filter_string)
+
+
+def final_metrics(folder: Path) -> dict[str, dict[str, float]]:
+    runs = runs_of(folder)
     return {
         r.data.tags["trial_key"]: {
             "status": r.info.status,
@@ -149,29 +156,16 @@ def test_sigkill_mid_trial_then_resume_gives_the_same_metrics(tmp_path):
 
 
 def logged_run(folder: Path, key: str):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("runtest")
-    (run,) = client.search_runs([experiment.experiment_id], f"tags.trial_key = '{key}'")
+    (run,) = runs_of(folder, f"tags.trial_key = '{key}'")
     return run
 
 
 def artifacts_of(folder: Path, run):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    return store(folder).list_artifacts(run.info.run_id)
 
 
 def final_metrics_or_partial(folder: Path) -> dict[str, dict]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("runtest")
-    return {
-        r.data.tags["trial_key"]: {"status": r.info.status}
-        for r in client.search_runs([experiment.experiment_id])
-    }
+    return {r.data.tags["trial_key"]: {"status": r.info.status} for r in runs_of(folder)}
 
 
 BAD = {

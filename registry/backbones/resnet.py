@@ -67,10 +67,33 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, pad)
 
 
-class BasicBlock(nn.Module):
-    """Two 3×3(×3) convolutions (ResNet-10/18/34)."""
+class ResidualBlock(nn.Module):
+    """`relu(attention(residual(x)) + shortcut(x))`: what every ResNet block shares.
+
+    Subclasses build their layers, then call `_attach` so that, as in the released checkpoints,
+    `downsample` is registered after the convolutions.
+    """
 
     expansion = 1
+
+    def _attach(self, downsample: nn.Module | None, attention: nn.Module | None) -> None:
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.attention = attention
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.residual(x)
+        if self.attention is not None:
+            out = self.attention(out)  # on the residual branch, before the addition
+        return self.relu(out + identity)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3×3(×3) convolutions (ResNet-10/18/34)."""
 
     def __init__(
         self,
@@ -85,25 +108,16 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = _conv3x3(dims, inplanes, planes, stride)
         self.bn1 = BATCH_NORM[dims](planes)
-        self.relu = nn.ReLU(inplace=True)
         self.conv2 = _conv3x3(dims, planes, planes)
         self.bn2 = BATCH_NORM[dims](planes)
-        self.downsample = downsample
-        self.attention = attention
+        self._attach(downsample, attention)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         return self.bn2(self.conv2(out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.residual(x)
-        if self.attention is not None:
-            out = self.attention(out)  # on the residual branch, before the addition
-        return self.relu(out + identity)
 
-
-class Bottleneck(BasicBlock):
+class Bottleneck(ResidualBlock):
     """1×1 → 3×3 (strided) → 1×1, expansion 4 (ResNet-50 and deeper)."""
 
     expansion = 4
@@ -119,7 +133,7 @@ class Bottleneck(BasicBlock):
         *,
         dims: int = 3,
     ) -> None:
-        nn.Module.__init__(self)
+        super().__init__()
         width = self.cardinality * (planes // 32) if self.cardinality > 1 else planes
         self.conv1 = CONV[dims](inplanes, width, 1, bias=False)
         self.bn1 = BATCH_NORM[dims](width)
@@ -127,9 +141,7 @@ class Bottleneck(BasicBlock):
         self.bn2 = BATCH_NORM[dims](width)
         self.conv3 = CONV[dims](width, planes * self.expansion, 1, bias=False)
         self.bn3 = BATCH_NORM[dims](planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.attention = attention
+        self._attach(downsample, attention)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -149,7 +161,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: type[BasicBlock],
+        block: type[ResidualBlock],
         layers: tuple[int, int, int, int],
         stage_planes: tuple[int, int, int, int],
         *,
@@ -187,7 +199,7 @@ class ResNet(nn.Module):
     def _make_layer(
         self,
         stage: str,
-        block: type[BasicBlock],
+        block: type[ResidualBlock],
         planes: int,
         blocks: int,
         stride: int,
@@ -251,7 +263,7 @@ def _init_weights(model: nn.Module) -> None:
 
 
 # depth → (block, blocks per stage); stage widths ("planes") 64/128/256/512
-RESNET_DEPTHS: dict[int, tuple[type[BasicBlock], tuple[int, int, int, int]]] = {
+RESNET_DEPTHS: dict[int, tuple[type[ResidualBlock], tuple[int, int, int, int]]] = {
     10: (BasicBlock, (1, 1, 1, 1)),
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
@@ -265,7 +277,7 @@ RESNEXT_PLANES = (128, 256, 512, 1024)
 
 
 def _insertion_points(
-    block: type[BasicBlock], layers: tuple[int, ...], planes: tuple[int, ...], num_classes: int
+    block: type[ResidualBlock], layers: tuple[int, ...], planes: tuple[int, ...], num_classes: int
 ) -> tuple[InsertionPoint, ...]:
     points = []
     for stage, blocks, width in zip(STAGES, layers, planes, strict=True):

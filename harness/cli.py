@@ -1,6 +1,7 @@
 """The `harness` command line.
 
     harness run SPEC [--dry-run] [--set K=V]   train, evaluate and log a spec's trials (MLflow)
+    harness report SPEC|--all [--out DIR]      tables, significance and charts from MLflow
     harness ui [SPEC] [--port P]               the MLflow UI for the store, and the spec's runs page
     harness list [--json]                      what can be built
     harness profile SPEC [--latency] [--json]  Params and GFLOPs of every model in a spec's grid
@@ -69,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(command=_run)
+
+    report = commands.add_parser("report", help="tables, significance and charts from MLflow")
+    report.add_argument("spec", nargs="?", help="experiment spec (YAML)")
+    report.add_argument("--all", action="store_true", help="every spec in experiments/")
+    report.add_argument("--out", type=Path, help="output folder (default reports/<spec name>/)")
+    report.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="the overrides the runs were made with, e.g. --set train.seeds=[0,1]",
+    )  # fmt: skip
+    report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    report.add_argument(
+        "--no-count", action="store_true",
+        help="leave Param./GFLOPs of rows without runs empty instead of counting them",
+    )  # fmt: skip
+    report.add_argument("--videos", type=int, default=3, help="test videos in Fig. 7 and 8")
+    report.set_defaults(command=_report)
 
     ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the configured store")
     ui.add_argument("spec", nargs="?", help="spec whose runs page to print")
@@ -201,6 +218,34 @@ def _run(args: argparse.Namespace) -> int:
     for key, reason in summary.failed.items():
         print(f"  failed {key}: {reason}")
     return 1 if summary.failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import build_report
+    from harness.spec import load_spec
+    from harness.tracking import Tracker, tracking_uri
+
+    if args.all == bool(args.spec):
+        raise ConfigError("harness report: give one spec file or --all (every experiments/*.yaml).")
+    if args.all and args.out:
+        raise ConfigError("harness report --all writes reports/<spec name>/; drop --out.")
+    paths = sorted(Path("experiments").glob("*.yaml")) if args.all else [Path(args.spec)]
+    if not paths:
+        raise ConfigError("harness report --all: no experiments/*.yaml in the current folder.")
+    specs = [load_spec(path, args.set) for path in paths]  # all checked before anything is written
+    for spec in specs:
+        uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+        out = args.out or Path("reports") / spec.name
+        report = build_report(spec, Tracker(uri, spec.name), out, count=not args.no_count,
+                              videos=args.videos)  # fmt: skip
+        print(
+            f"{spec.name}: {report.count('done')} done, {report.count('pending')} pending, "
+            f"{len(report.rows) - report.count('done') - report.count('pending')} other rows; "
+            f"{len(report.files)} files in {out}/ ({report.seconds:.1f} s)"
+        )
+        for note in report.notes:
+            print(f"  not drawn: {note}")
+    return 0
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ def preflight(spec: Spec) -> None:
             "downloads weights."
         )
     for split in dict.fromkeys(t.split for t in spec.trials):
-        config = _dataset_config(spec, split)
+        config = dataset_config(spec, split)
         lists, train, test = open_dataset(config)
         require_present(config, train + test)
         wrong = sorted({t.num_classes for t in spec.trials} - {len(lists.classes)})
@@ -158,7 +158,7 @@ def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = Tr
             mlflow.log_artifact(str(checkpoint_path), "checkpoint")  # "best" epoch by)
 
 
-def _dataset_config(spec: Spec, split: int) -> DatasetConfig:
+def dataset_config(spec: Spec, split: int) -> DatasetConfig:
     section = spec.dataset
     root, split_dir = Path(section.root), section.split_dir
     if section.root.startswith("synthetic:"):
@@ -172,7 +172,7 @@ def _dataset_config(spec: Spec, split: int) -> DatasetConfig:
 
 
 def _data(spec: Spec, trial: Trial) -> dict:
-    config = _dataset_config(spec, trial.split)
+    config = dataset_config(spec, trial.split)
     section = spec.dataset
     lists, train, test = open_dataset(config)
     reader = FrameReader(config.root, FrameIndex(config.root).lookup(train + test))
@@ -387,8 +387,9 @@ def _device_name(device: torch.device) -> str:
 def _git_commit() -> str:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,  # the harness's own checkout, wherever it is run from
+        )  # fmt: skip
         return done.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -14,7 +14,14 @@ A spec is flat and its values are registry keys::
     include: []                # extra trials: axis values, others from the first grid value
     reference:                 # what the paper prints for a row (used by reports)
       - match: {backbone: resnet3d_50, attention: none}
+        label: ResNet-50       # optional: the row's name as printed
         values: {params_m: 46.30, gflops: 10.102, hmdb51_split1: 62.5}
+      - cited: TSN (RGB+Flow) [10]   # another method's row the paper cites
+        values: {hmdb51: 69.4, ucf101: 94.2}
+
+Reference value keys: `params_m` (millions), `gflops`, and accuracies in percent as `<dataset>`
+(mean over the three splits) or `<dataset>_split<N>`, with `<dataset>` a dataset name
+(`hmdb51`, `ucf101`).
 
 Grid axes are `backbone`, `attention`, `placement`, `frames`, `size`, `num_classes`, and any option
 of a backbone or attention module (e.g. `k_c`, `order`, `shortcut`). Every mistake is a
@@ -120,10 +127,17 @@ class Trial:
 
 @dataclass(frozen=True)
 class Reference:
-    """Values a paper prints for the trials matching `match`."""
+    """Values a paper prints for the trials matching `match`.
+
+    `label` names the row as the paper prints it (reports use it). A `cited` reference is a row
+    of another method the paper cites (e.g. TSN in EAM Table 5): it matches no trial and its
+    values appear in reports as cited, never as measured.
+    """
 
     match: dict[str, Any]
     values: dict[str, Any]
+    label: str = ""
+    cited: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,9 +160,22 @@ class Spec:
         """The paper's values for `trial` (later references override earlier ones)."""
         values: dict[str, Any] = {}
         for reference in self.references:
-            if _matches(trial.fields(), reference.match):
+            if not reference.cited and _matches(trial.fields(), reference.match):
                 values.update(reference.values)
         return values
+
+    def label_for(self, trial: Trial) -> str:
+        """The row name the paper prints for `trial` (the last matching `label`), or ""."""
+        labels = [
+            r.label for r in self.references
+            if not r.cited and r.label and _matches(trial.fields(), r.match)
+        ]  # fmt: skip
+        return labels[-1] if labels else ""
+
+    @property
+    def cited(self) -> tuple[Reference, ...]:
+        """Rows of other methods the paper cites, in spec order."""
+        return tuple(r for r in self.references if r.cited)
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -311,11 +338,22 @@ def _references(where: _Where, raw: Any) -> list[Reference]:
     found = []
     for i, entry in enumerate(raw):
         entry = where.mapping(entry, f"reference[{i}]")
-        where.only_keys(entry, ("match", "values"), f"reference[{i}]")
+        where.only_keys(entry, ("match", "values", "label", "cited"), f"reference[{i}]")
+        values = dict(where.mapping(entry.get("values", {}), f"reference[{i}].values"))
+        if "cited" in entry:
+            cited = where.typed(entry, "cited", str, f"reference[{i}].")
+            if "match" in entry:
+                raise where.error(
+                    f"reference[{i}]", "a cited row is another paper's method: give 'cited' "
+                    "(its name) and 'values', not 'match'.",
+                )  # fmt: skip
+            found.append(Reference({}, values, label=cited, cited=True))
+            continue
         found.append(
             Reference(
                 dict(where.mapping(entry.get("match", {}), f"reference[{i}].match")),
-                dict(where.mapping(entry.get("values", {}), f"reference[{i}].values")),
+                values,
+                label=where.typed(entry, "label", str, f"reference[{i}].", default=""),
             )
         )
     return found

@@ -32,7 +32,14 @@ class Tracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.mlflow = mlflow
         self.uri = uri
+        user_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
+        # MLflow also exports the URI to the environment; put the user's value back so that the
+        # next spec in this process (`harness report --all`) resolves its own store.
+        if user_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_uri
         self.client = MlflowClient(uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (

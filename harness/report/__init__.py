@@ -1,0 +1,5 @@
+"""`harness report`: tables, significance and figures of a spec, rebuilt from MLflow."""
+
+from harness.report.build import Report, build_report
+
+__all__ = ["Report", "build_report"]

@@ -1,0 +1,159 @@
+"""A spec's table rows: one per grid model, its runs over splits and seeds, and the paper's values.
+
+A row is every trial of one model (same fields, any split and seed). Its state says how much of
+it has run: `done`, `k/n runs`, `pending` (no finished run yet), or `cited` for another paper's
+method the spec only quotes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from harness.report.runs import RunRecord
+from harness.spec import Spec, Trial
+
+ATTENTION_FIELDS = ("attention", "placement")  # plus the attention module's own options
+ATTENTION_NAMES = {
+    "se": "SE", "eca": "ECA", "cbam": "CBAM", "eam": "EAM", "eam_s": "EAM-S", "eam_t": "EAM-T",
+    "aarm": "AARM", "cam": "CAM", "stam": "STAM", "nonlocal": "Non-local",
+}  # fmt: skip
+
+
+@dataclass
+class ReportRow:
+    """One model of the spec (all its splits and seeds), or a cited method."""
+
+    label: str  # as in the paper's table: "+ SE" under its backbone's row
+    key: str  # the trial key without split and seed; "" for cited rows
+    fields: dict[str, Any]
+    trials: list[Trial]
+    runs: list[RunRecord] = field(default_factory=list)  # finished runs only
+    reference: dict[str, Any] = field(default_factory=dict)
+    cited: bool = False
+    unfinished: list[str] = field(default_factory=list)  # states of trials not finished
+    name: str = ""  # standalone name for legends: "3D ResNet-50 + SE"
+
+    @property
+    def state(self) -> str:
+        if self.cited:
+            return "cited"
+        if not self.runs:
+            return "pending"
+        if len(self.runs) < len(self.trials):
+            return f"{len(self.runs)}/{len(self.trials)} runs"
+        return "done"
+
+    def runs_on(self, split: int) -> list[RunRecord]:
+        by_key = {t.key: t for t in self.trials}
+        return [r for r in self.runs if by_key[r.trial_key].split == split]
+
+
+def report_rows(spec: Spec, runs: dict[str, RunRecord]) -> list[ReportRow]:
+    """The spec's rows in grid order, then its cited rows."""
+    rows: dict[str, ReportRow] = {}
+    for trial in spec.trials:
+        model = replace(trial, split=None, seed=None)
+        row = rows.setdefault(
+            model.key,
+            ReportRow("", model.key, trial.fields(), [], reference=spec.reference_for(trial)),
+        )
+        row.trials.append(trial)
+        run = runs.get(trial.key)
+        if run is not None and run.finished:
+            row.runs.append(run)
+        else:
+            row.unfinished.append(run.status.lower() if run is not None else "not started")
+    ordered = list(rows.values())
+    _label(spec, ordered)
+    cited = [
+        ReportRow(r.label, "", {}, [], reference=dict(r.values), cited=True, name=r.label)
+        for r in spec.cited
+    ]
+    return ordered + cited
+
+
+def baseline_of(row: ReportRow, rows: list[ReportRow]) -> ReportRow | None:
+    """The row with the same backbone and settings but no attention module, if the spec has it."""
+    if row.cited or row.fields.get("attention") == "none":
+        return None
+    wanted = _backbone_fields(row)
+    for other in rows:
+        if not other.cited and other.fields.get("attention") == "none":
+            if _backbone_fields(other) == wanted:
+                return other
+    return None
+
+
+def group_of(row: ReportRow) -> tuple:
+    """Rows sharing a backbone and its settings form one group (one chart, one baseline)."""
+    return tuple(sorted((k, str(v)) for k, v in _backbone_fields(row).items()))
+
+
+def _backbone_fields(row: ReportRow) -> dict[str, Any]:
+    from registry import ATTENTION
+    from registry.options import options_of
+
+    attention = row.fields.get("attention", "none")
+    own = set(options_of(ATTENTION.get(attention).reference_class)) if attention != "none" else ()
+    return {
+        k: v for k, v in row.fields.items() if k not in ATTENTION_FIELDS and k not in own
+    }  # fmt: skip
+
+
+def _label(spec: Spec, rows: list[ReportRow]) -> None:
+    """Paper-style names: the backbone on its baseline row, `+ SE` under it."""
+    varying = _varying_fields(rows)
+    previous_group = None
+    for row in rows:
+        printed = spec.label_for(row.trials[0])
+        group = group_of(row)
+        backbone = _backbone_label(row, varying)
+        attention = row.fields.get("attention", "none")
+        if attention == "none":
+            row.name = row.label = backbone
+        else:
+            module = ATTENTION_NAMES.get(attention, attention) + _details(row, varying)
+            row.name = f"{backbone} + {module}"
+            row.label = f"+ {module}" if group == previous_group else row.name
+        row.label = printed or row.label
+        previous_group = group
+
+
+def _varying_fields(rows: list[ReportRow]) -> set[str]:
+    names = {k for row in rows for k in row.fields}
+    return {
+        k for k in names if len({str(row.fields.get(k)) for row in rows}) > 1
+    }  # fmt: skip
+
+
+def _backbone_label(row: ReportRow, varying: set[str]) -> str:
+    name = _backbone_name(row.fields["backbone"])
+    extras = [
+        f"{row.fields['frames']}f" if key == "frames" else f"{key}={row.fields[key]}"
+        for key in sorted(_backbone_fields(row))
+        if key in varying and key != "backbone"
+    ]
+    return f"{name} ({', '.join(extras)})" if extras else name
+
+
+def _details(row: ReportRow, varying: set[str]) -> str:
+    backbone = _backbone_fields(row)
+    extras = [
+        f"{key}={row.fields[key]}"
+        for key in sorted(row.fields)
+        if key in varying and key not in backbone and key != "attention"
+    ]
+    return f" ({', '.join(extras)})" if extras else ""
+
+
+def _backbone_name(name: str) -> str:
+    """`resnet3d_50` → `3D ResNet-50`, `resnext3d_101` → `3D ResNeXt-101`, `resnet2d_18` →
+    `ResNet-18`; other names unchanged."""
+    found = re.fullmatch(r"(resnet|resnext)(2d|3d)_(\d+)", name)
+    if not found:
+        return {"vgg16": "VGG16", "c3d": "C3D"}.get(name, name)
+    family = {"resnet": "ResNet", "resnext": "ResNeXt"}[found[1]]
+    prefix = "3D " if found[2] == "3d" else ""
+    return f"{prefix}{family}-{found[3]}"

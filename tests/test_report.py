@@ -1,0 +1,264 @@
+"""`harness report`: tables, significance and charts rebuilt from what MLflow holds.
+
+Most tests log runs straight into a real SQLite MLflow store (metrics and the artifacts the runner
+writes) so that the numbers in the report are known; one test trains a small quickstart and builds
+the report from it, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness.cli import main
+from harness.report import build_report
+from harness.report.rows import report_rows
+from harness.report.runs import latest_runs
+from harness.spec import load_spec
+from harness.tracking import TRIAL_KEY_TAG, Tracker
+from tests.conftest import ROOT
+
+CLASSES = ["brush_hair", "climb", "drink"]
+
+
+def log_run(tracker: Tracker, trial, *, top1: float, status: str = "FINISHED",
+            correct: list[int] | None = None, params: float = 1e6) -> str:  # fmt: skip
+    """A run as the runner logs it: tags, final metrics, per-class/confusion/per-video artifacts.
+
+    Artifacts are written into the run's local artifact folder, which is what `log_text` does for
+    a local store, only without a round trip per file (the 1000-run test needs that speed).
+    """
+    from mlflow.entities import Metric
+
+    client = tracker.client
+    run = client.create_run(tracker.experiment_id, tags={TRIAL_KEY_TAG: trial.key,
+                                                         "device": "cpu: test"})  # fmt: skip
+    now = int(time.time() * 1000)
+    metrics = {"video_top1": top1, "params": params, "gflops_paper": 1.5, "gflops_fvcore": 1.4}
+    history = [Metric("train_loss", 2.0 - e, now, e) for e in range(3)]
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()]
+                     + history)  # fmt: skip
+    folder = Path(run.info.artifact_uri.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    correct = correct if correct is not None else [1, 0, 1, 1, 0, 1]
+    videos = {
+        f"v{i}.avi": {"label": i % 3, "scores": np.eye(3)[(i % 3) if ok else (i + 1) % 3].tolist()}
+        for i, ok in enumerate(correct)
+    }
+    (folder / "per_video_scores.json").write_text(json.dumps({"videos": videos, "unscored": []}))
+    accuracy = [np.mean([ok for i, ok in enumerate(correct) if i % 3 == c]) for c in range(3)]
+    (folder / "per_class.csv").write_text(
+        "class,accuracy\n" + "".join(f"{c},{a}\n" for c, a in zip(CLASSES, accuracy, strict=True))
+    )
+    (folder / "confusion.csv").write_text(
+        "true \\ predicted," + ",".join(CLASSES) + "\n"
+        + "".join(f"{c},{','.join(map(str, row))}\n" for c, row in zip(CLASSES, np.eye(3, dtype=int).tolist(), strict=True))  # noqa: E501
+    )  # fmt: skip
+    client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+def write_spec(folder: Path, text: str) -> Path:
+    path = folder / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+SEEDED_SPEC = """
+name: seeded
+description: Three seeds on two splits
+model: {num_classes: 3, frames: 8, size: 32}
+grid:
+  backbone: [resnet3d_10]
+  attention: [none, eam]
+  placement: [stage_output]
+dataset: {name: hmdb51, root: /data/hmdb51, splits: [1, 2]}
+train: {seeds: [0, 1, 2]}
+reference:
+  - {match: {attention: none}, values: {params_m: 1.0, hmdb51_split1: 50.0, hmdb51: 48.0}}
+  - {match: {attention: eam}, label: EAM-ResNet-10, values: {hmdb51_split1: 60.0}}
+  - {cited: "TSN (RGB+Flow) [10]", values: {hmdb51: 69.4, ucf101: 94.2}}
+"""
+
+
+def test_report_aggregates_seeds_and_splits_against_the_paper(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(write_spec(tmp_path, SEEDED_SPEC))
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    top1 = {(0, 1): [0.50, 0.52, 0.54], (0, 2): [0.40, 0.42, 0.44],
+            (1, 1): [0.60, 0.62, 0.64], (1, 2): [0.50, 0.52, 0.54]}  # fmt: skip
+    for trial in spec.trials:
+        row = 0 if trial.attention == "none" else 1
+        log_run(tracker, trial, top1=top1[row, trial.split][trial.seed])
+    report = build_report(spec, tracker, tmp_path / "out", count=False)
+    table = pd.read_csv(tmp_path / "out" / "table.csv")
+    assert list(table.model) == ["3D ResNet-10", "EAM-ResNet-10", "TSN (RGB+Flow) [10]"]
+    assert list(table.state) == ["done", "done", "cited"]
+    baseline, eam, cited = (table.iloc[i] for i in range(3))
+    assert baseline.hmdb_51_split_1_ours == pytest.approx(52.0)
+    assert baseline.hmdb_51_split_1_ours_std == pytest.approx(2.0)  # sample std of 50, 52, 54
+    assert baseline.hmdb_51_split_1_ours_n == 3
+    assert baseline.hmdb_51_split_1_delta == pytest.approx(2.0)  # 52 − 50
+    assert baseline.hmdb_51_mean_ours == pytest.approx(47.0)  # mean of split means 52 and 42
+    assert baseline.hmdb_51_mean_delta == pytest.approx(-1.0)  # 47 − 48
+    assert baseline.param_m_ours == pytest.approx(1.0) and baseline.param_m_delta == 0
+    assert eam.hmdb_51_split_1_delta == pytest.approx(2.0)  # 62 − 60
+    assert cited.hmdb_51_mean_paper == pytest.approx(69.4) and np.isnan(cited.hmdb_51_mean_ours)
+    assert cited.ucf_101_paper == pytest.approx(94.2)
+    markdown = (tmp_path / "out" / "table.md").read_text()
+    assert "52.0 ± 2.0 (n=3)" in markdown and "+2.0" in markdown
+    # 6 paired comparisons (2 splits × 3 seeds), each over the 6 shared videos.
+    significance = pd.read_csv(tmp_path / "out" / "significance.csv")
+    assert len(significance) == 6 and set(significance.videos) == {6}
+    assert report.count("done") == 2 and report.count("cited") == 1
+
+
+def test_rows_without_a_finished_run_are_pending_and_a_rerun_supersedes_a_failure(tmp_path):
+    spec = load_spec(write_spec(tmp_path, SEEDED_SPEC), ["train.seeds=[0]"])
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    baseline_1, baseline_2, eam_1, eam_2 = spec.trials
+    log_run(tracker, baseline_1, top1=0.5, status="FAILED")
+    log_run(tracker, baseline_1, top1=0.6)  # the later run counts
+    log_run(tracker, eam_1, top1=0.7, status="RUNNING")  # left behind by a killed process
+    rows = report_rows(spec, latest_runs(spec, tracker))
+    assert [row.state for row in rows] == ["1/2 runs", "pending", "cited"]
+    assert rows[1].unfinished == ["running", "not started"]
+
+
+def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec_path = ROOT / "experiments" / "table4.yaml"
+    dataset = ["dataset={name: hmdb51, root: /data/hmdb51, splits: [1]}"]
+    spec = load_spec(spec_path, dataset)
+    assert len(spec.trials) == 15
+    tracker = Tracker("sqlite:///mlflow.db", spec.name)
+    for trial, top1 in zip(spec.trials[:3], (0.600, 0.625, 0.650), strict=False):
+        log_run(tracker, trial, top1=top1, params=46.3e6)
+    out = tmp_path / "reports" / "t4"
+    assert main(["report", str(spec_path), "--set", dataset[0], "--out", str(out)]) == 0
+    markdown = (out / "table.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "Model" not in line]
+    assert len(rows) == 15
+    assert sum("| pending " in line for line in rows) == 12
+    assert sum(line.count("pending") == 2 for line in rows) == 12  # state and accuracy cells
+    first = rows[0]
+    assert "3D ResNet-50 (16f)" in first and "62.5" in first and "60.0" in first and "-2.5" in first
+    # Pending rows still show Param. and GFLOPs, counted by fvcore (ResNeXt-101 64f: 38.466 G).
+    table = pd.read_csv(out / "table.csv")
+    assert table.gflops_ours.iloc[10] == pytest.approx(38.466, abs=0.002)
+    assert table.param_m_ours.iloc[3] == pytest.approx(47.00, abs=0.01)
+    assert "HMDB-51 split 1" in markdown
+
+
+def test_report_over_1000_runs_builds_in_under_10_seconds(tmp_path):
+    spec = load_spec(
+        write_spec(tmp_path, SEEDED_SPEC),
+        ["grid.attention=[none, se, eca, cbam, eam]", f"train.seeds={list(range(100))}"],
+    )
+    assert len(spec.trials) == 1000
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    rng = np.random.default_rng(0)
+    for trial in spec.trials:
+        log_run(tracker, trial, top1=float(rng.uniform(0.4, 0.7)),
+                correct=rng.integers(0, 2, size=60).tolist())  # fmt: skip
+    started = time.perf_counter()
+    report = build_report(spec, tracker, tmp_path / "out", count=False)
+    seconds = time.perf_counter() - started
+    assert report.count("done") == 5
+    assert len(pd.read_csv(tmp_path / "out" / "significance.csv")) == 4 * 200
+    assert (tmp_path / "out" / "table.tex").is_file()
+    assert any(p.name.startswith("per_class") for p in report.files)
+    print(f"report over 1000 runs: {seconds:.2f} s")
+    assert seconds < 10, f"report over 1000 runs took {seconds:.1f} s"
+
+
+QUICK = [
+    "--set", "train.epochs=1", "--set", "grid.attention=[none, eam]",
+    "--set", "eval.count=1", "--set", "train.save_checkpoint=true", "--no-progress",
+]  # fmt: skip
+
+
+def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = ROOT / "experiments" / "quickstart.yaml"
+    assert main(["run", str(spec), *QUICK]) == 0
+    # The report reads the spec as given (no overrides): the rows not run are pending.
+    assert main(["report", str(spec), "--no-count"]) == 0
+    out = tmp_path / "reports" / "quickstart"
+    readme = (out / "README.md").read_text()
+    assert "synthetic (tiny)" in readme
+    assert not re.search(r"HMDB|UCF", readme), "synthetic results must not be labelled HMDB/UCF"
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.state) == ["done", "pending", "pending", "pending", "done", "pending"]
+    assert table.synthetic_tiny_split_1_ours.notna().sum() == 2
+    assert (out / "significance.md").is_file()
+    pictures = {p.name.split("_")[0] for p in (out / "figures").glob("*.png")}
+    assert pictures == {"per", "curves", "confusion", "temporal", "gradcam"}
+    for png in (out / "figures").glob("*.png"):
+        assert f"]({png.relative_to(out)})" in readme
+        image = np.asarray(Image.open(png).convert("L"), dtype=float)
+        assert min(image.shape) > 300 and image.std() > 10, f"{png.name} looks empty"
+    check_latex(out / "table.tex")
+
+
+def check_latex(path: Path) -> None:
+    """Parse the document; compile it too when pdflatex or tectonic is installed."""
+    text = path.read_text()
+    assert text.startswith("\\documentclass") and text.rstrip().endswith("\\end{document}")
+    environments = re.findall(r"\\(begin|end)\{(\w+)\}", text)
+    stack = []
+    for kind, name in environments:
+        if kind == "begin":
+            stack.append(name)
+        else:
+            assert stack.pop() == name
+    assert not stack
+    body = text[text.index("\\midrule") : text.index("\\bottomrule")]
+    widths = {line.count("&") for line in body.splitlines()[1:] if line.strip()}
+    assert len(widths) == 1  # every row has the header's number of cells
+    assert not re.search(r"(?<!\\)[_#%]", body), "unescaped special character in a cell"
+    compiler = shutil.which("pdflatex") or shutil.which("tectonic")
+    if compiler is None:
+        return
+    args = ["-interaction=nonstopmode", "-halt-on-error"] if "pdflatex" in compiler else []
+    done = subprocess.run([compiler, *args, path.name], cwd=path.parent, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert path.with_suffix(".pdf").stat().st_size > 1000
+
+
+def test_report_command_mistakes_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2
+    assert "give one spec file or --all" in capsys.readouterr().err
+    assert main(["report", "--all"]) == 2
+    assert "no experiments/*.yaml" in capsys.readouterr().err
+    assert main(["report", "missing.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_all_rebuilds_every_spec_in_experiments(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    write_spec(tmp_path / "experiments", SEEDED_SPEC)
+    profile_only = """
+name: small
+model: {num_classes: 3, frames: 8, size: 32}
+grid: {backbone: [resnet3d_10], attention: [none, se], placement: [stage_output]}
+"""
+    (tmp_path / "experiments" / "small.yaml").write_text(profile_only)
+    assert main(["report", "--all"]) == 0
+    printed = capsys.readouterr().out
+    assert "seeded: 0 done, 2 pending" in printed and "small: 0 done, 2 pending" in printed
+    small = pd.read_csv(tmp_path / "reports" / "small" / "table.csv")
+    assert small.param_m_ours.iloc[1] > small.param_m_ours.iloc[0] > 14  # counted: SE adds some
+    assert "none (a profile-only spec" in (tmp_path / "reports" / "small" / "README.md").read_text()

@@ -2,6 +2,7 @@
 
     harness run SPEC [--dry-run] [--set K=V]   train, evaluate and log a spec's trials (MLflow)
     harness report SPEC|--all [--out DIR]      tables, significance and charts from MLflow
+    harness coverage                           every paper table row, its spec and state
     harness ui [SPEC] [--port P]               the MLflow UI for the store, and the spec's runs page
     harness list [--json]                      what can be built
     harness profile SPEC [--latency] [--json]  Params and GFLOPs of every model in a spec's grid
@@ -69,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--smoke", action="store_true",
+        help="the same grid shrunk to a short CPU run on synthetic data (experiment <name>_smoke)",
+    )  # fmt: skip
+    run.add_argument(
+        "--trial", action="append", default=[], metavar="KEY",
+        help="run only trials whose key matches (shell pattern, e.g. '*-eam-*'; repeatable)",
+    )  # fmt: skip
     run.set_defaults(command=_run)
 
     report = commands.add_parser("report", help="tables, significance and charts from MLflow")
@@ -85,7 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         help="leave Param./GFLOPs of rows without runs empty instead of counting them",
     )  # fmt: skip
     report.add_argument("--videos", type=int, default=3, help="test videos in Fig. 7 and 8")
+    report.add_argument("--smoke", action="store_true", help="report the spec's --smoke runs")
     report.set_defaults(command=_report)
+
+    cover = commands.add_parser("coverage", help="every paper table row, its spec and state")
+    cover.add_argument("--out", type=Path, default=Path("reports/coverage.md"))
+    cover.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    cover.set_defaults(command=_coverage)
 
     ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the configured store")
     ui.add_argument("spec", nargs="?", help="spec whose runs page to print")
@@ -200,10 +215,13 @@ def _run(args: argparse.Namespace) -> int:
     import time
 
     from harness.runner import run_spec
-    from harness.spec import load_spec
+    from harness.smoke import warn_dropped_weights
+    from harness.spec import load_spec, select_trials
     from harness.tracking import Tracker, tracking_uri
 
-    spec = load_spec(args.spec, args.set)
+    if args.smoke:
+        warn_dropped_weights(load_spec(args.spec, args.set).resolved)
+    spec = select_trials(load_spec(args.spec, args.set, smoke=args.smoke), args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     started = time.perf_counter()
     tracker = Tracker(uri, spec.name)
@@ -215,8 +233,13 @@ def _run(args: argparse.Namespace) -> int:
         f"{len(spec.trials) - len(summary.finished) - len(summary.skipped) - len(summary.failed)} "
         f"to do; {minutes:.1f} min; runs in {uri} (experiment {spec.name!r})"
     )
+    if summary.fused:
+        print(f"  two-stream results fused and logged: {len(summary.fused)}")
     for key, reason in summary.failed.items():
         print(f"  failed {key}: {reason}")
+    if summary.missing:
+        print(f"\nNot ready to run {spec.path} on this machine:")
+        print("\n".join(f"- {line}" for line in summary.missing))
     return 1 if summary.failed else 0
 
 
@@ -232,7 +255,7 @@ def _report(args: argparse.Namespace) -> int:
     paths = sorted(Path("experiments").glob("*.yaml")) if args.all else [Path(args.spec)]
     if not paths:
         raise ConfigError("harness report --all: no experiments/*.yaml in the current folder.")
-    specs = [load_spec(path, args.set) for path in paths]  # all checked before anything is written
+    specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
     for spec in specs:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
         out = args.out or Path("reports") / spec.name
@@ -246,6 +269,28 @@ def _report(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(f"  not drawn: {note}")
     return 0
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    from harness.coverage import coverage, coverage_markdown
+
+    experiments = Path("experiments")
+    if not (experiments / "papers").is_dir():
+        raise ConfigError(
+            "harness coverage: run it from the repository root (experiments/papers/)."
+        )
+    lines = coverage(experiments, args.tracking_uri)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(coverage_markdown(lines))
+    unmapped = [
+        f"{line.paper} Table {line.table}: {line.row} ({line.spec})"
+        for line in lines
+        if line.state == "UNMAPPED"
+    ]
+    print(f"{len(lines)} table rows, {len(unmapped)} unmapped; written to {args.out}")
+    for line in unmapped:
+        print(f"  unmapped: {line}")
+    return 1 if unmapped else 0
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -47,6 +47,17 @@ def to_device(clip: torch.Tensor, device: torch.device) -> torch.Tensor:
     return clip
 
 
+def forward(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """Logits of a batch. TSN batches (`segments` in the batch) hold `(N, S, C, H, W)`: the 2D
+    model scores every segment and the scores are averaged (TSN's segmental consensus)."""
+    clips = batch["clip"]
+    if "segments" not in batch:
+        return model(to_device(clips, device))
+    n, segments = clips.shape[:2]
+    logits = model(to_device(clips.flatten(0, 1), device))  # (N·S, K)
+    return logits.view(n, segments, -1).mean(dim=1)  # (N, K)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader,
@@ -66,9 +77,9 @@ def train_one_epoch(
     for step, batch in enumerate(bar):
         started = time.perf_counter()
         data_seconds += started - waited
-        clips, labels = to_device(batch["clip"], device), batch["label"].to(device)
+        labels = batch["label"].to(device)
         with autocast(device):
-            logits = model(clips)
+            logits = forward(model, batch, device)
             loss = nn.functional.cross_entropy(logits.float(), labels)
         if not math.isfinite(loss.item()):
             raise NonFiniteLoss(f"the loss became {loss.item()} at epoch {epoch}, step {step}")
@@ -99,7 +110,7 @@ def evaluate(
     accumulator = ClipScoreAccumulator(num_classes)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         with autocast(device):
-            logits = model(to_device(batch["clip"], device))
+            logits = forward(model, batch, device)
         accumulator.add(logits, batch["label"], batch["video"], batch["ok"])
     result = accumulator.result()
     clip_accuracy = accumulator.clips_correct / max(accumulator.clips, 1)

@@ -14,7 +14,7 @@ import json
 import math
 import platform
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -23,7 +23,14 @@ import torch
 import yaml
 
 from harness.complexity import count_flops, count_parameters
-from harness.data.clips import ClipProtocol, EvalClips, FrameReader, TrainClips, make_loader
+from harness.data.clips import (
+    ClipProtocol,
+    EvalClips,
+    FrameReader,
+    TrainClips,
+    TSNSegments,
+    make_loader,
+)
 from harness.data.datasets import (
     DatasetConfig,
     FrameIndex,
@@ -34,6 +41,7 @@ from harness.data.datasets import (
 from harness.data.splits import DataError
 from harness.data.synthetic import PRESETS, write_synthetic
 from harness.engine import NonFiniteLoss, evaluate, train_one_epoch
+from harness.fusion import fuse_finished
 from harness.latency import default_device, measure_latency
 from harness.sections import TrainSection
 from harness.spec import Spec, SpecError, Trial
@@ -41,12 +49,17 @@ from harness.tracking import TRIAL_KEY_TAG, Tracker
 from registry import ConfigError, load_pretrained
 from registry.checkpoints import is_attention_key
 
+# What ends one trial without stopping the others (bad data, NaN loss, out of memory).
+TRIAL_FAILURES = (NonFiniteLoss, DataError, OSError, torch.cuda.OutOfMemoryError, RuntimeError)
+
 
 @dataclass
 class Summary:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    fused: list[str] = field(default_factory=list)  # two-stream results logged this time
+    missing: list[str] = field(default_factory=list)  # what a dry run found missing
 
 
 def run_spec(
@@ -70,26 +83,82 @@ def run_spec(
         try:
             run_trial(spec, trial, tracker, progress=progress)
             summary.finished.append(trial.key)
-        except (NonFiniteLoss, DataError, torch.cuda.OutOfMemoryError, RuntimeError) as error:
+        except TRIAL_FAILURES as error:
             reason = f"{type(error).__name__}: {error}"
             summary.failed[trial.key] = reason
             print(f"FAIL  {trial.key}: {reason}")
+    if not dry_run:
+        summary.fused += fuse_finished(spec, tracker)
     if dry_run:
-        preflight(spec)
+        summary.missing = readiness(spec)
+        if not summary.missing:
+            preflight(spec)
     return summary
+
+
+DATASET_FILES = {
+    "hmdb51": "HMDB-51 videos as <class>/<clip>.avi, and the official split files "
+    "(testTrainMulti_7030_splits/<class>_test_split<k>.txt)",
+    "ucf101": "UCF101 videos as <Class>/v_<Class>_gXX_cYY.avi, and the official split files "
+    "(ucfTrainTestlist/classInd.txt, trainlist0k.txt, testlist0k.txt)",
+}
+
+
+def readiness(spec: Spec) -> list[str]:
+    """What this machine lacks to run `spec`: data, flow images, pretrained checkpoints; each
+    with where it must be and the `harness data` command that prepares or checks it."""
+    section, missing = spec.dataset, []
+    if not section.root.startswith("synthetic:"):
+        paths = [section.root] + [p for p in (section.split_dir, section.annotations) if p]
+        absent = [p for p in paths if not Path(p).exists()]
+        if absent:
+            command = f"harness data check {section.name} --root {section.root}"
+            command += f" --split-dir {section.split_dir}" if section.split_dir else ""
+            missing.append(
+                f"dataset {section.name}: {', '.join(repr(p) for p in absent)} not found. Put the "
+                f"{DATASET_FILES.get(section.name, 'dataset')} there (or change dataset.root / "
+                f"dataset.split_dir), then check every split entry decodes with `{command}`. "
+                f"Optionally decode once to JPEG frames for faster loading: `harness data prepare "
+                f"{section.name} --root {section.root} --out <frames folder>`."
+            )
+        needs_flow = any(t.stream == "flow" for t in spec.trials)
+        if needs_flow and not (section.flow_root and Path(section.flow_root).exists()):
+            missing.append(
+                f"optical flow: dataset.flow_root {section.flow_root!r} not found; flow-stream "
+                f"trials need TSN-style flow images: `harness data flow {section.name} --root "
+                f"{section.root} --out {section.flow_root or '<flow folder>'}` (TV-L1)."
+            )
+    for path, users in _pretrained_users(spec).items():
+        if not Path(path).is_file():
+            missing.append(
+                f"pretrained weights: {path!r} not found, needed by {len(users)} trial(s) "
+                f"({', '.join(sorted(set(users))[:3])}{', ...' if len(set(users)) > 3 else ''}). "
+                "Download the checkpoint named in the spec's comments (Hara et al.'s Kinetics "
+                "checkpoints for the 3D ResNets) and put it there; the harness never downloads."
+            )
+    return missing
+
+
+def _pretrained_users(spec: Spec) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for trial in spec.trials:
+        path = spec.train_for(trial).pretrained
+        if path:
+            users.setdefault(path, []).append(f"{trial.backbone} f{trial.frames}")
+    return users
 
 
 def preflight(spec: Spec) -> None:
     """Structural problems found before anything trains: a missing pretrained checkpoint, a
     missing root, split files or split entries, a class count that does not match the data. Each
     is one message naming the path or key and what helps."""
-    pretrained = spec.train.pretrained
-    if pretrained and not Path(pretrained).is_file():
-        raise SpecError(
-            f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} does not exist. Give "
-            "the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness never "
-            "downloads weights."
-        )
+    for pretrained in dict.fromkeys(spec.train_for(t).pretrained for t in spec.trials):
+        if pretrained and not Path(pretrained).is_file():
+            raise SpecError(
+                f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} does not exist. "
+                "Give the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness "
+                "never downloads weights."
+            )
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = dataset_config(spec, split)
         lists, train, test = open_dataset(config)
@@ -104,7 +173,7 @@ def preflight(spec: Spec) -> None:
 
 def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = True) -> None:
     """Train, evaluate and log one trial, resuming from its checkpoint when one exists."""
-    train = spec.train
+    train = spec.train_for(trial)
     device = default_device()
     data = _data(spec, trial)
     torch.manual_seed(trial.seed)
@@ -172,20 +241,77 @@ def dataset_config(spec: Spec, split: int) -> DatasetConfig:
 
 
 def _data(spec: Spec, trial: Trial) -> dict:
+    """Training and test sets: clips for 3D backbones, TSN segments for 2D ones."""
     config = dataset_config(spec, trial.split)
     section = spec.dataset
     lists, train, test = open_dataset(config)
+    if section.subset:
+        train, test = _per_class(train, section.subset), _per_class(test, section.subset)
     reader = FrameReader(config.root, FrameIndex(config.root).lookup(train + test))
+    data = {"classes": lists.classes, "test_entries": test}
+    if trial.resolve().backbone.dims == 2:
+        flow_length = _flow_length(trial)
+        common = {
+            "modality": "flow" if flow_length else "rgb", "size": trial.size,
+            "flow_root": _flow_root(spec, config) if flow_length else None,
+            "flow_length": flow_length or 1,
+        }  # fmt: skip
+        return data | {
+            "train_set": TSNSegments(
+                reader, train, train=True, segments=section.segments, seed=trial.seed, **common
+            ),  # fmt: skip
+            "eval_set": TSNSegments(reader, test, train=False, segments=spec.eval.count, **common),
+        }
     protocol = ClipProtocol(
         frames=trial.frames, size=trial.size, normalisation=section.normalisation,
         crop=section.crop, eval_clips=spec.eval.clips, even_count=spec.eval.count,
     )  # fmt: skip
-    return {
-        "classes": lists.classes,
-        "test_entries": test,
+    return data | {
         "train_set": TrainClips(reader, train, protocol, seed=trial.seed),
         "eval_set": EvalClips(reader, test, protocol),
     }
+
+
+def _per_class(entries: list, count: int) -> list:
+    """The first `count` entries of each class, in list order."""
+    taken: dict[int, int] = {}
+    kept = []
+    for entry in entries:
+        if taken.get(entry.label, 0) < count:
+            taken[entry.label] = taken.get(entry.label, 0) + 1
+            kept.append(entry)
+    return kept
+
+
+def _flow_length(trial: Trial) -> int:
+    """Frames of flow stacked into a 2D model's input: 0 for RGB (3 channels), else channels/2."""
+    channels = dict(trial.options).get("in_channels", 3)
+    return 0 if channels == 3 else channels // 2
+
+
+def _flow_root(spec: Spec, config: DatasetConfig) -> Path:
+    if spec.dataset.root.startswith("synthetic:"):
+        return _synthetic_flow(config)
+    if spec.dataset.flow_root is None:
+        raise SpecError(
+            f"{spec.path}: key 'dataset.flow_root' is missing: flow-stream trials (in_channels "
+            "!= 3) read TSN-style flow images. Compute them with `harness data flow` and give "
+            "their folder."
+        )
+    return Path(spec.dataset.flow_root)
+
+
+def _synthetic_flow(config: DatasetConfig) -> Path:
+    """Flow of a synthetic dataset, computed into the cache on first use."""
+    from harness.data.prepare import compute_flow
+
+    out = config.root.parent / "flow-farneback"
+    marker = out / ".complete"
+    if not marker.is_file():
+        print(f"computing optical flow of the synthetic dataset into {out} (first use)")
+        compute_flow(replace(config, split=1), out, method="farneback")
+        marker.write_text("done\n")
+    return out
 
 
 def _synthetic(preset: str, spec: Spec) -> tuple[Path, Path]:
@@ -298,7 +424,7 @@ def _log_trial(mlflow, spec: Spec, trial: Trial, resolved, model, device) -> Non
         "seed": trial.seed,
         "insertion_points": ",".join(resolved.point_names),
     }
-    params |= {f"train.{k}": v for k, v in asdict(spec.train).items()}
+    params |= {f"train.{k}": v for k, v in asdict(spec.train_for(trial)).items()}
     mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
     shape = trial.input_shape(resolved)
     flops = count_flops(model, shape)
@@ -322,6 +448,12 @@ def _log_evaluation(mlflow, spec: Spec, model, device, data, progress: bool) -> 
     metrics, scores = evaluate(
         model, loader, num_classes=len(classes), device=device, progress=progress
     )
+    names = [entry.relative for entry in data["test_entries"]]
+    log_results(mlflow, metrics, scores, classes, names)
+
+
+def log_results(mlflow, metrics, scores, classes: list[str], names: list[str]) -> None:
+    """Final metrics and the per-class, confusion and per-video-score artifacts of one run."""
     mlflow.log_metrics(
         {
             "clip_accuracy": metrics.clip_accuracy,
@@ -332,7 +464,6 @@ def _log_evaluation(mlflow, spec: Spec, model, device, data, progress: bool) -> 
             "videos_unscored": metrics.videos_unscored,
         }  # fmt: skip
     )
-    entries = data["test_entries"]
     mlflow.log_text(
         _csv(["class", "accuracy"], zip(classes, metrics.per_class_accuracy, strict=True)),
         "per_class.csv",
@@ -345,10 +476,10 @@ def _log_evaluation(mlflow, spec: Spec, model, device, data, progress: bool) -> 
         "confusion.csv",
     )
     per_video = {
-        entries[v].relative: {"label": int(scores.labels[v]), "scores": np.round(s, 6).tolist()}
+        names[v]: {"label": int(scores.labels[v]), "scores": np.round(s, 6).tolist()}
         for v, s in scores.scores.items()
     }
-    unscored = [entries[v].relative for v in scores.unscored]
+    unscored = [names[v] for v in scores.unscored]
     mlflow.log_text(
         json.dumps({"videos": per_video, "unscored": unscored}), "per_video_scores.json"
     )

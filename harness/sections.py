@@ -31,6 +31,9 @@ class DatasetSection:
     normalisation: Literal["activitynet", "kinetics", "imagenet"] = "activitynet"
     crop: Literal["multiscale_corner", "random_resized", "random"] = "multiscale_corner"
     workers: int = 2
+    flow_root: str | None = None  # TSN-style flow images (`harness data flow`), for flow streams
+    segments: int = 3  # TSN segments per training video (2D backbones)
+    subset: int | None = None  # use only the first N train and N test videos of each class
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,16 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    """Test clips: `sliding` (non-overlapping, EAM) or `count` evenly spaced (`even`)."""
+    """Test clips: `sliding` (non-overlapping, EAM) or `count` evenly spaced (`even`).
+
+    Two-stream trials (the same 2D model with an RGB and a flow input) are fused at test time by
+    a weighted average of their per-video scores, RGB and flow weighted by `fusion_weights`
+    (TSN's 1 : 1.5 by default)."""
 
     clips: Literal["sliding", "even"] = "sliding"
-    count: int = 10
+    count: int = 10  # even clips per video; TSN test segments for 2D backbones
     batch_size: int = 16
+    fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # RGB, flow
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ A spec is flat and its values are registry keys::
     exclude:                   # drop the grid trials matching every key given
       - {backbone: resnet3d_50, frames: 64}
     include: []                # extra trials: axis values, others from the first grid value
+                               # (a null value drops that axis, e.g. in_channels for C3D)
     reference:                 # what the paper prints for a row (used by reports)
       - match: {backbone: resnet3d_50, attention: none}
         label: ResNet-50       # optional: the row's name as printed
@@ -33,6 +34,7 @@ is profile-only (`harness profile`); with one, `dataset`, `train`, `eval` and `t
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 from collections.abc import Mapping
@@ -49,6 +51,7 @@ from harness.sections import (
     TrainSection,
     parse_section,
 )
+from harness.smoke import smoke_raw
 from registry import (
     ATTENTION,
     BACKBONES,
@@ -62,7 +65,7 @@ from registry.options import check_value, options_of
 
 TOP_LEVEL_KEYS = (
     "name", "description", "model", "grid", "include", "exclude", "reference",
-    "dataset", "train", "eval", "tracking",
+    "dataset", "train", "per_trial", "eval", "tracking",
 )  # fmt: skip
 MODEL_KEYS = ("num_classes", "frames", "size", "options")
 MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
@@ -96,8 +99,14 @@ class Trial:
             parts += [f"split{self.split}", f"seed{self.seed}"]
         return "-".join(parts)
 
+    @property
+    def stream(self) -> str:
+        """`rgb`, or `flow` for a 2D model on stacked optical flow (`in_channels` other than 3)."""
+        return "rgb" if dict(self.options).get("in_channels", 3) == 3 else "flow"
+
     def fields(self) -> dict[str, Any]:
-        """Axis values as a flat dict (what `include`, `exclude` and `reference` match against)."""
+        """Axis values as a flat dict (what `include`, `exclude` and `reference` match against),
+        plus `stream` (`rgb` | `flow`; `two-stream` for fused rows)."""
         return {
             "backbone": self.backbone,
             "attention": self.attention,
@@ -106,6 +115,7 @@ class Trial:
             "frames": self.frames,
             "size": self.size,
             **dict(self.options),
+            "stream": self.stream,
         }
 
     def resolve(self) -> ResolvedModel:
@@ -155,6 +165,19 @@ class Spec:
     eval: EvalSection = field(default_factory=EvalSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     resolved: dict = field(default_factory=dict)  # the validated YAML, overrides applied
+    per_trial: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()  # (match, train changes)
+
+    def train_for(self, trial: Trial) -> TrainSection | None:
+        """The train settings of `trial`: `train` with the changes of every matching `per_trial`
+        entry applied in order (e.g. ResNeXt-101's learning rate and checkpoint in EAM Table 4,
+        the flow stream's epochs in AARM's specs)."""
+        changes = [c for match, c in self.per_trial if _matches(trial.fields(), match)]
+        if self.train is None or not changes:
+            return self.train
+        merged = {**self.resolved.get("train", {})}
+        for change in changes:
+            merged |= change
+        return parse_section(TrainSection, merged, "train")
 
     def reference_for(self, trial: Trial) -> dict[str, Any]:
         """The paper's values for `trial` (later references override earlier ones)."""
@@ -178,10 +201,13 @@ class Spec:
         return tuple(r for r in self.references if r.cited)
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+def load_spec(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, smoke: bool = False
+) -> Spec:
     """Read and validate `path`; raises `SpecError` naming the file and key on any mistake.
 
-    `overrides` are `key.path=value` strings (values parsed as YAML) applied before validation.
+    `overrides` are `key.path=value` strings (values parsed as YAML) applied before validation;
+    `smoke` then shrinks the spec to a short CPU run on synthetic data (`harness.smoke`).
     """
     path = Path(path)
     if not path.is_file():
@@ -193,8 +219,23 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     for override in overrides:
         raw = _apply_override(raw, override, path)
-    content = yaml.safe_dump(raw, sort_keys=False) if overrides else text
+    if smoke:
+        raw = smoke_raw(raw)
+    content = yaml.safe_dump(raw, sort_keys=False) if overrides or smoke else text
     return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
+
+
+def select_trials(spec: Spec, patterns: list[str]) -> Spec:
+    """Only the trials whose key matches one of the shell `patterns` (all when none given)."""
+    if not patterns:
+        return spec
+    chosen = tuple(t for t in spec.trials if any(fnmatch.fnmatchcase(t.key, p) for p in patterns))
+    if not chosen:
+        raise SpecError(
+            f"{spec.path}: --trial {' '.join(patterns)} matches none of the {len(spec.trials)} "
+            "trials; `harness run SPEC --dry-run` lists their keys."
+        )
+    return replace(spec, trials=chosen)
 
 
 def _apply_override(raw: Any, override: str, path: Path) -> Any:
@@ -243,9 +284,31 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
         raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
     references = tuple(_references(where, raw.get("reference", [])))
     description = where.typed(raw, "description", str, default="")
+    per_trial = _per_trial(where, raw)
     return Spec(
-        path, name, description, trials, references, content_hash, resolved=dict(raw), **sections
-    )
+        path, name, description, trials, references, content_hash, resolved=dict(raw),
+        per_trial=per_trial, **sections,
+    )  # fmt: skip
+
+
+def _per_trial(where: _Where, raw: Mapping) -> tuple:
+    """`per_trial: [{match: {...}, train: {...}}]`: train settings for the matching trials."""
+    entries = _listed(where, raw, "per_trial")
+    if entries and "dataset" not in raw:
+        raise where.error("per_trial", "per-trial train settings need a 'dataset' section.")
+    found = []
+    for i, entry in enumerate(entries):
+        entry = where.mapping(entry, f"per_trial[{i}]")
+        where.only_keys(entry, ("match", "train"), f"per_trial[{i}]")
+        changes = where.mapping(entry.get("train", {}), f"per_trial[{i}].train")
+        merged = {**(raw.get("train") or {}), **changes}
+        try:  # each entry checked here; train_for combines the entries matching a trial
+            parse_section(TrainSection, merged, f"per_trial[{i}].train")
+        except ConfigError as error:
+            raise SpecError(f"{where.path}: {error}") from None
+        found.append((dict(where.mapping(entry.get("match", {}), f"per_trial[{i}].match")),
+                      dict(changes)))  # fmt: skip
+    return tuple(found)
 
 
 def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
@@ -302,7 +365,8 @@ def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> lis
     rows = [row for row in rows if not any(_matches(_labelled(row), r) for r in excludes)]
     for i, extra in enumerate(_listed(where, raw, "include")):
         extra = where.mapping(extra, f"include[{i}]")
-        rows.append({**{axis: values[0] for axis, values in axes.items()}, **extra})
+        row = {**{axis: values[0] for axis, values in axes.items()}, **extra}
+        rows.append({k: v for k, v in row.items() if v is not None})  # null drops an axis
     return rows
 
 

@@ -23,7 +23,7 @@ def tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
 class Tracker:
     """The spec's experiment in one store; looks trials up by their key."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, *, create: bool = True) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             import mlflow
@@ -42,6 +42,8 @@ class Tracker:
             os.environ["MLFLOW_TRACKING_URI"] = user_uri
         self.client = MlflowClient(uri)
         found = self.client.get_experiment_by_name(experiment)
+        if found is None and not create:
+            raise LookupError(f"no MLflow experiment {experiment!r} in {uri}")
         self.experiment_id = (
             found.experiment_id if found else self.client.create_experiment(experiment)
         )

@@ -151,7 +151,7 @@ def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, mon
     assert sum("| pending " in line for line in rows) == 12
     assert sum(line.count("pending") == 2 for line in rows) == 12  # state and accuracy cells
     first = rows[0]
-    assert "3D ResNet-50 (16f)" in first and "62.5" in first and "60.0" in first and "-2.5" in first
+    assert "ResNet-50 [17]" in first and "62.5" in first and "60.0" in first and "-2.5" in first
     # Pending rows still show Param. and GFLOPs, counted by fvcore (ResNeXt-101 64f: 38.466 G).
     table = pd.read_csv(out / "table.csv")
     assert table.gflops_ours.iloc[10] == pytest.approx(38.466, abs=0.002)

@@ -169,11 +169,12 @@ class TSNSegments(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int) -> dict:
+        epoch, index = divmod(item, len(self.entries))  # EpochShuffle passes epoch·n + index
         entry = self.entries[index]
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         length = self.flow_length if self.modality == "flow" else 1
-        frames = self.reader.frame_count(entry)
+        frames = self.reader.frame_count(entry) - (self.modality == "flow")  # n frames, n−1 flows
         starts = tsn_segments(frames, self.segments, length, rng if self.train else None)
         if self.modality == "flow":
             folder = self.flow_root / Path(entry.found).with_suffix("")
@@ -183,7 +184,8 @@ class TSNSegments(Dataset):
             images = self.reader.read(entry, starts)  # (segments, H, W, 3)
         images = self.transform(images, rng)  # one crop for all segments
         tensor = to_tensor(images, self.normalisation).permute(1, 0, 2, 3)  # (S, C, H, W)
-        return {"clip": tensor, "label": entry.label, "index": index}
+        return {"clip": tensor, "label": entry.label, "video": index, "ok": 1,
+                "segments": self.segments}  # fmt: skip
 
 
 class EpochShuffle(Sampler[int]):

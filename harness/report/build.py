@@ -154,7 +154,7 @@ def _significance_markdown(frame: pd.DataFrame) -> str:
 
 def _count_pending(spec: Spec, rows: list[ReportRow]) -> dict[str, dict]:
     """Params and GFLOPs (paper convention) of rows without runs, counted by fvcore now."""
-    pending = [row for row in rows if not row.cited and not row.runs]
+    pending = [row for row in rows if not row.cited and not row.runs and _is_trial(row)]
     if not pending:
         return {}
     profiled = profile_spec(replace(spec, trials=tuple(row.trials[0] for row in pending)))
@@ -162,6 +162,11 @@ def _count_pending(spec: Spec, rows: list[ReportRow]) -> dict[str, dict]:
         row.key: {"params": found.params, "gflops_paper": found.gflops_paper}
         for row, found in zip(pending, profiled, strict=True)
     }
+
+
+def _is_trial(row: ReportRow) -> bool:
+    """False for fused two-stream rows, which have no network of their own to build."""
+    return row.fields.get("stream") != "two-stream"
 
 
 def _charts(report: Report, spec: Spec, rows: list[ReportRow], data: str, videos: int) -> None:
@@ -181,7 +186,8 @@ def _charts(report: Report, spec: Spec, rows: list[ReportRow], data: str, videos
             figures.curves_chart(members, f"Training curves: {data}", out / f"curves_{name}.png"),
         ]
         report.files += [path for path in drawn if path is not None]
-        _model_figures(report, spec, members, data, videos, out / name)
+        if any(_is_trial(row) for row in members):
+            _model_figures(report, spec, members, data, videos, out / name)
     for row in rows:
         if row.runs:
             path = figures.confusion_chart(
@@ -192,7 +198,11 @@ def _charts(report: Report, spec: Spec, rows: list[ReportRow], data: str, videos
 
 def _model_figures(report, spec, members, data, videos, prefix: Path) -> None:
     """Fig. 7 and Fig. 8 for one group, from the rows that saved their weights."""
-    trained = [(row, model) for row in members if (model := visualise.trained_model(row))]
+    trained = [
+        (row, model)
+        for row in members
+        if _is_trial(row) and (model := visualise.trained_model(row))
+    ]
     if not trained:
         report.notes.append(
             f"{members[0].name}: no run saved its weights (set `train.save_checkpoint: true`), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -120,7 +121,9 @@ def _texts(row: ReportRow, name: str) -> list[str]:
 def save_figure(fig, out: Path) -> Path:
     """Write `fig` as a PNG (creating folders) and free it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # legends outside the axes can defeat tight_layout; the
+        warnings.simplefilter("ignore", UserWarning)  # tight bounding box below still keeps them
+        fig.tight_layout()
     fig.savefig(out, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return out

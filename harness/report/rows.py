@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.fusion import TwoStream, two_stream_pairs
 from harness.report.runs import RunRecord
 from harness.spec import Spec, Trial
 
@@ -54,17 +55,11 @@ def report_rows(spec: Spec, runs: dict[str, RunRecord]) -> list[ReportRow]:
     """The spec's rows in grid order, then its cited rows."""
     rows: dict[str, ReportRow] = {}
     for trial in spec.trials:
-        model = replace(trial, split=None, seed=None)
-        row = rows.setdefault(
-            model.key,
-            ReportRow("", model.key, trial.fields(), [], reference=spec.reference_for(trial)),
-        )
-        row.trials.append(trial)
-        run = runs.get(trial.key)
-        if run is not None and run.finished:
-            row.runs.append(run)
-        else:
-            row.unfinished.append(run.status.lower() if run is not None else "not started")
+        _add(rows, spec, replace(trial, split=None, seed=None), trial, runs)
+    for pair in two_stream_pairs(spec):
+        model = TwoStream(replace(pair.rgb, split=None, seed=None),
+                          replace(pair.flow, split=None, seed=None))  # fmt: skip
+        _add(rows, spec, model, pair, runs)
     ordered = list(rows.values())
     _label(spec, ordered)
     cited = [
@@ -72,6 +67,19 @@ def report_rows(spec: Spec, runs: dict[str, RunRecord]) -> list[ReportRow]:
         for r in spec.cited
     ]
     return ordered + cited
+
+
+def _add(rows: dict[str, ReportRow], spec: Spec, model, trial, runs) -> None:
+    """File `trial` (a Trial or a TwoStream) under its model's row, with its run if finished."""
+    row = rows.setdefault(
+        model.key, ReportRow("", model.key, model.fields(), [], reference=spec.reference_for(model))
+    )
+    row.trials.append(trial)
+    run = runs.get(trial.key)
+    if run is not None and run.finished:
+        row.runs.append(run)
+    else:
+        row.unfinished.append(run.status.lower() if run is not None else "not started")
 
 
 def baseline_of(row: ReportRow, rows: list[ReportRow]) -> ReportRow | None:
@@ -130,10 +138,12 @@ def _varying_fields(rows: list[ReportRow]) -> set[str]:
 
 def _backbone_label(row: ReportRow, varying: set[str]) -> str:
     name = _backbone_name(row.fields["backbone"])
+    if "stream" in varying:
+        name += {"rgb": " RGB", "flow": " flow", "two-stream": " two-stream"}[row.fields["stream"]]
     extras = [
         f"{row.fields['frames']}f" if key == "frames" else f"{key}={row.fields[key]}"
         for key in sorted(_backbone_fields(row))
-        if key in varying and key != "backbone"
+        if key in varying and key not in ("backbone", "stream", "in_channels")
     ]
     return f"{name} ({', '.join(extras)})" if extras else name
 

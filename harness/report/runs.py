@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from harness.fusion import two_stream_pairs
 from harness.spec import Spec
 from harness.tracking import TRIAL_KEY_TAG, Tracker
 
@@ -64,7 +65,7 @@ class RunRecord:
 
 def latest_runs(spec: Spec, tracker: Tracker) -> dict[str, RunRecord]:
     """The latest run of every trial of `spec` that has one, by trial key."""
-    wanted = {trial.key for trial in spec.trials}
+    wanted = {trial.key for trial in spec.trials} | {p.key for p in two_stream_pairs(spec)}
     found: dict[str, RunRecord] = {}
     token = None
     while True:

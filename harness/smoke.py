@@ -1,0 +1,72 @@
+"""`--smoke`: any spec shrunk to a minutes-long CPU run on synthetic data, same grid.
+
+The shrunk spec keeps every grid row (backbone, attention, placement, options, clip length) and
+changes only what costs time or needs files: the data becomes the synthetic `tiny` preset (a few
+videos per class), one short epoch, small crops, one test clip, random initialisation instead of
+pretrained weights, one split and one seed. Its runs go to the experiment `<name>_smoke`, so they
+never mix with real results; `harness report SPEC --smoke` reads them back.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+SMOKE_PRESET = "tiny"
+SMOKE_CLASSES = 5  # classes of the tiny preset
+SMOKE_VIDEOS_PER_CLASS = 2
+SMOKE_SIZE = 32  # crop side; backbones with a fixed input (C3D) keep theirs
+FIXED_SIZE_BACKBONES = {"c3d": 112}
+SHRUNK_TRAIN = {
+    "epochs": 1, "batch_size": 4, "pretrained": None, "save_checkpoint": False,
+    "warmup_epochs": 0,
+}  # fmt: skip
+
+
+def smoke_raw(raw: Any) -> Any:
+    """The spec's YAML mapping, shrunk (a copy; anything not a mapping is returned as is)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    raw["name"] = f"{raw.get('name', 'spec')}_smoke"
+    model = raw.setdefault("model", {})
+    if isinstance(model, dict):
+        model["num_classes"] = SMOKE_CLASSES
+        model["size"] = _size(raw)
+    grid = raw.get("grid")
+    if isinstance(grid, dict):
+        for axis in ("num_classes", "size"):
+            grid.pop(axis, None)
+    dataset = raw.get("dataset") or {}
+    raw["dataset"] = {
+        "name": "synthetic", "root": f"synthetic:{SMOKE_PRESET}", "splits": [1], "workers": 0,
+        "normalisation": dataset.get("normalisation", "activitynet"), "crop": "random",
+        "segments": 2, "subset": SMOKE_VIDEOS_PER_CLASS,
+    }  # fmt: skip
+    train = dict(raw.get("train") or {})
+    seeds = train.get("seeds") or [0]
+    raw["train"] = train | SHRUNK_TRAIN | {"seeds": seeds[:1]}
+    for entry in raw.get("per_trial") or []:  # per-trial settings keep only what is not shrunk
+        if isinstance(entry, dict) and isinstance(entry.get("train"), dict):
+            entry["train"] = {k: v for k, v in entry["train"].items() if k not in SHRUNK_TRAIN}
+    raw["eval"] = {**(raw.get("eval") or {}), "clips": "even", "count": 1, "batch_size": 8}
+    raw.pop("tracking", None)
+    return raw
+
+
+def warn_dropped_weights(raw: dict) -> None:
+    """Say which pretrained checkpoints a smoke run replaces by random initialisation."""
+    entries = [raw.get("train") or {}] + [e.get("train") or {} for e in raw.get("per_trial") or []]
+    for path in dict.fromkeys(e["pretrained"] for e in entries if e.get("pretrained")):
+        print(
+            f"warning: --smoke: train.pretrained {path!r} is replaced by random initialisation "
+            "(smoke runs check the spec, not the weights).",
+            file=sys.stderr,
+        )
+
+
+def _size(raw: dict) -> int:
+    backbones = (raw.get("grid") or {}).get("backbone", [])
+    backbones = backbones if isinstance(backbones, list) else [backbones]
+    return max([FIXED_SIZE_BACKBONES.get(b, SMOKE_SIZE) for b in backbones] or [SMOKE_SIZE])

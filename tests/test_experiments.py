@@ -1,0 +1,140 @@
+"""The paper specs in experiments/: each loads, smoke-runs on synthetic data and reports; every
+table row of both papers is covered; a dry run says what a machine lacks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.fusion import two_stream_pairs
+from harness.spec import _matches, load_spec
+from tests.conftest import ROOT
+
+SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
+PAPER_SPECS = [p for p in SPECS if p.name != "quickstart.yaml"]
+
+
+def representative(spec_path: Path) -> list[str]:
+    """A small subset of a spec's grid for CI: its first trial and its last, and for two-stream
+    specs the flow partner of the first RGB model, so that fusion runs too. The whole grid is
+    smoke-run by hand (`harness run SPEC --smoke`); its timings are in the closing note."""
+    spec = load_spec(spec_path, smoke=True)
+    keys = [spec.trials[0].key, spec.trials[-1].key]
+    pairs = two_stream_pairs(spec)
+    if pairs:  # a two-stream model, plus the last trial when it is another backbone (C3D, 3D)
+        last = spec.trials[-1]
+        keys = [pairs[0].rgb.key, pairs[0].flow.key]
+        keys += [last.key] if last.backbone != pairs[0].rgb.backbone else []
+    return list(dict.fromkeys(keys))
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_smoke_runs_and_builds_its_report(spec_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    keys = representative(spec_path)
+    trials = [arg for key in keys for arg in ("--trial", key)]
+    assert main(["run", str(spec_path), "--smoke", "--no-progress", *trials]) == 0
+    printed = capsys.readouterr()
+    assert f"{len(keys)} finished" in printed.out
+    spec = load_spec(spec_path, smoke=True)
+    if load_spec(spec_path).train and load_spec(spec_path).train.pretrained:
+        assert "replaced by random initialisation" in printed.err
+    assert main(["report", str(spec_path), "--smoke", "--no-count"]) == 0
+    out = tmp_path / "reports" / spec.name
+    table = pd.read_csv(out / "table.csv")
+    done = table[table.state == "done"]
+    expected = len(keys) + (1 if two_stream_pairs(spec) else 0)  # + the two-stream row
+    assert len(done) == expected, table[["model", "state"]]
+    readme = (out / "README.md").read_text()
+    assert "synthetic (tiny) split 1 ours" in readme  # our accuracy, named after the real data
+    assert not re.search(r"(HMDB-51|UCF-101)[^|]* ours", readme)
+    pairs = two_stream_pairs(spec)
+    if pairs and pairs[0].rgb.key in keys:
+        fused = next(p for p in pairs if p.rgb.key == keys[0]).key.rsplit("-split", 1)[0]
+        assert table.set_index("trial").loc[fused, "state"] == "done"  # the two-stream row
+
+
+@pytest.mark.parametrize("spec_path", PAPER_SPECS, ids=[p.stem for p in PAPER_SPECS])
+def test_every_reference_entry_matches_a_row_of_its_spec(spec_path):
+    spec = load_spec(spec_path)
+    rows = [t.fields() for t in spec.trials] + [p.fields() for p in two_stream_pairs(spec)]
+    for reference in spec.references:
+        if not reference.cited:
+            assert any(_matches(row, reference.match) for row in rows), reference.match
+
+
+def test_paper_hyper_parameters_are_in_the_specs():
+    table4 = load_spec(ROOT / "experiments" / "table4.yaml")
+    resnet, resnext = table4.trials[0], table4.trials[5]
+    assert resnet.backbone == "resnet3d_50" and resnext.backbone == "resnext3d_101"
+    train = table4.train_for(resnet)
+    settings = (train.optimizer, train.momentum, train.weight_decay, train.lr)
+    assert settings == ("sgd", 0.9, 1e-5, 1e-3)
+    assert (train.schedule, train.warmup_epochs, train.milestones, train.epochs) == (
+        "eam",
+        15,
+        [45, 75],
+        100,
+    )
+    assert train.trainable == ["layer4", "fc", "attention"]
+    assert table4.dataset.normalisation == "activitynet"
+    assert table4.train_for(resnext).lr == 2e-3
+    assert table4.train_for(resnext).pretrained == "weights/resnext-101-kinetics.pth"
+    assert table4.train_for(table4.trials[-1]).pretrained == "weights/resnext-101-64f-kinetics.pth"
+    aarm = load_spec(ROOT / "experiments" / "aarm_table6.yaml")
+    flow = next(t for t in aarm.trials if t.stream == "flow")
+    assert (aarm.train.batch_size, aarm.train.lr, aarm.train.momentum) == (50, 1e-3, 0.9)
+    assert aarm.trials[0].size == 224
+    assert (aarm.train_for(aarm.trials[0]).epochs, aarm.train_for(flow).epochs) == (200, 250)
+
+
+def test_table4_dry_run_lists_15_trials_and_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(ROOT / "experiments" / "table4.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("todo  ") == 15
+    tail = out[out.index("Not ready to run") :]
+    assert "data/hmdb51/videos" in tail and "testTrainMulti_7030_splits" in tail
+    assert "harness data check hmdb51 --root data/hmdb51/videos" in tail
+    assert "harness data prepare hmdb51" in tail
+    for weights in ("resnet-50-kinetics.pth", "resnext-101-kinetics.pth",
+                    "resnext-101-64f-kinetics.pth"):  # fmt: skip
+        assert f"weights/{weights}' not found, needed by 5 trial(s)" in tail
+    assert out.rstrip().endswith("never downloads.")
+
+
+def test_coverage_maps_every_row_of_both_papers(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "coverage.md"
+    store = f"sqlite:///{tmp_path}/m.db"
+    assert main(["coverage", "--out", str(out), "--tracking-uri", store]) == 0
+    text = out.read_text()
+    assert "UNMAPPED" not in text.split("Unmapped: 0.")[1]
+    catalogued = 0
+    for catalogue in (ROOT / "experiments" / "papers").glob("*.yaml"):
+        for table in yaml.safe_load(catalogue.read_text())["tables"]:
+            for row in table["rows"]:
+                assert f"| {row} " in text, row
+                catalogued += len(table["specs"])
+    # Both papers' tables: EAM 1–5 and AARM 1–7.
+    tables = set(re.findall(r"\| (EAM|AARM) \(\w+ et al\.\) +\| (\d) ", text))
+    assert len(tables) == 12
+    assert text.count("\n| ") - 1 >= catalogued  # one line per row and spec (more if repeated)
+
+
+def test_smoke_keeps_the_grid_and_shrinks_the_rest():
+    real = load_spec(ROOT / "experiments" / "aarm_table5.yaml")
+    smoke = load_spec(ROOT / "experiments" / "aarm_table5.yaml", smoke=True)
+    assert len(smoke.trials) == len(real.trials)
+    assert [t.backbone for t in smoke.trials] == [t.backbone for t in real.trials]
+    assert smoke.name == "aarm_table5_ucf101_smoke"
+    assert smoke.dataset.root == "synthetic:tiny" and smoke.dataset.subset == 2
+    assert all(smoke.train_for(t).pretrained is None for t in smoke.trials)
+    assert all(smoke.train_for(t).epochs == 1 for t in smoke.trials)
+    c3d = load_spec(ROOT / "experiments" / "aarm_table1.yaml", smoke=True)
+    assert {t.size for t in c3d.trials if t.backbone == "c3d"} == {112}  # C3D's fixed input

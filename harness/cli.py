@@ -273,6 +273,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _coverage(args: argparse.Namespace) -> int:
     from harness.coverage import coverage, coverage_markdown
+    from harness.tracking import tracking_uri
 
     experiments = Path("experiments")
     if not (experiments / "papers").is_dir():
@@ -281,7 +282,7 @@ def _coverage(args: argparse.Namespace) -> int:
         )
     lines = coverage(experiments, args.tracking_uri)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(coverage_markdown(lines))
+    args.out.write_text(coverage_markdown(lines, tracking_uri(args.tracking_uri, None)))
     unmapped = [
         f"{line.paper} Table {line.table}: {line.row} ({line.spec})"
         for line in lines

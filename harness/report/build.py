@@ -158,10 +158,20 @@ def _count_pending(spec: Spec, rows: list[ReportRow]) -> dict[str, dict]:
     if not pending:
         return {}
     profiled = profile_spec(replace(spec, trials=tuple(row.trials[0] for row in pending)))
-    return {
+    counted = {
         row.key: {"params": found.params, "gflops_paper": found.gflops_paper}
         for row, found in zip(pending, profiled, strict=True)
     }
+    for row in rows:  # a pending two-stream row costs what its two streams cost together
+        if not _is_trial(row) and not row.runs:
+            pair = row.trials[0]
+            streams = [replace(t, split=None, seed=None).key for t in (pair.rgb, pair.flow)]
+            if all(key in counted for key in streams):
+                counted[row.key] = {
+                    name: sum(counted[key][name] for key in streams)
+                    for name in ("params", "gflops_paper")
+                }
+    return counted
 
 
 def _is_trial(row: ReportRow) -> bool:
@@ -204,6 +214,8 @@ def _model_figures(report, spec, members, data, videos, prefix: Path) -> None:
         if _is_trial(row) and (model := visualise.trained_model(row))
     ]
     if not trained:
+        if not any(row.runs for row in members):
+            return  # nothing has run yet: nothing to say
         report.notes.append(
             f"{members[0].name}: no run saved its weights (set `train.save_checkpoint: true`), "
             "so Fig. 7 (temporal attention) and Fig. 8 (Grad-CAM) were not drawn."

@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         "--smoke", action="store_true",
         help="the same grid shrunk to a short CPU run on synthetic data (experiment <name>_smoke)",
     )  # fmt: skip
+    run.add_argument("--jobs", type=int, default=1, help="trials in parallel (local processes)")
+    run.add_argument(
+        "--backend", choices=("local", "dask"), default="local",
+        help="dask: submit trials to the Dask cluster at --scheduler",
+    )  # fmt: skip
+    run.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
     run.add_argument(
         "--trial", action="append", default=[], metavar="KEY",
         help="run only trials whose key matches (shell pattern, e.g. '*-eam-*'; repeatable)",
@@ -214,6 +220,7 @@ def _bench_data(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import time
 
+    from harness.distributed import barrier, init_from_env
     from harness.runner import run_spec
     from harness.smoke import warn_dropped_weights
     from harness.spec import load_spec, select_trials
@@ -224,8 +231,19 @@ def _run(args: argparse.Namespace) -> int:
     spec = select_trials(load_spec(args.spec, args.set, smoke=args.smoke), args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     started = time.perf_counter()
+    group = init_from_env()  # under torchrun: one DDP trial over the ranks
+    if not group.main:
+        barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
     tracker = Tracker(uri, spec.name)
-    summary = run_spec(spec, tracker, dry_run=args.dry_run, progress=not args.no_progress)
+    if group.main:
+        barrier()
+    if (args.backend == "dask") != bool(args.scheduler):
+        raise ConfigError("--backend dask needs --scheduler tcp://HOST:PORT, and --scheduler "
+                          "needs --backend dask.")  # fmt: skip
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected 1 or more trials at a time.")
+    summary = run_spec(spec, tracker, dry_run=args.dry_run, progress=not args.no_progress,
+                       jobs=args.jobs, scheduler=args.scheduler)  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     print(
         f"\n{spec.name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped "

@@ -8,11 +8,13 @@ memory) does not stop the others; the summary lists finished, skipped and failed
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import platform
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 
+from harness import distributed
 from harness.complexity import count_flops, count_parameters
 from harness.data.clips import (
     ClipProtocol,
@@ -42,7 +45,7 @@ from harness.data.splits import DataError
 from harness.data.synthetic import PRESETS, write_synthetic
 from harness.engine import NonFiniteLoss, evaluate, train_one_epoch
 from harness.fusion import fuse_finished
-from harness.latency import default_device, measure_latency
+from harness.latency import measure_latency
 from harness.sections import TrainSection
 from harness.spec import Spec, SpecError, Trial
 from harness.tracking import TRIAL_KEY_TAG, Tracker
@@ -50,7 +53,9 @@ from registry import ConfigError, load_pretrained
 from registry.checkpoints import is_attention_key
 
 # What ends one trial without stopping the others (bad data, NaN loss, out of memory).
-TRIAL_FAILURES = (NonFiniteLoss, DataError, OSError, torch.cuda.OutOfMemoryError, RuntimeError)
+TRIAL_FAILURES = (
+    NonFiniteLoss, DataError, OSError, torch.cuda.OutOfMemoryError, RuntimeError, ValueError,
+)  # fmt: skip
 
 
 @dataclass
@@ -63,37 +68,62 @@ class Summary:
 
 
 def run_spec(
-    spec: Spec, tracker: Tracker, *, dry_run: bool = False, progress: bool = True
+    spec: Spec,
+    tracker: Tracker,
+    *,
+    dry_run: bool = False,
+    progress: bool = True,
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> Summary:
+    """Run every unfinished trial: one after another, in `jobs` local processes (joblib), or
+    on the Dask cluster at `scheduler`. The store already exists (the tracker created it), so
+    parallel workers never race on its schema."""
     if spec.dataset is None:
         raise SpecError(f"{spec.path}: key 'dataset' is missing: this spec can only be profiled.")
     summary = Summary()
     if not dry_run:
         preflight(spec)
+    todo = []
     for trial in spec.trials:
         status = tracker.status(trial.key)
         if status == "FINISHED":
             summary.skipped.append(trial.key)
             print(f"skip  {trial.key} (finished)")
-            continue
-        if dry_run:
+        elif dry_run:
             print(f"todo  {trial.key} ({(status or 'not started').lower()})")
-            continue
-        print(f"run   {trial.key}" + (f" (resuming a {status.lower()} run)" if status else ""))
-        try:
-            run_trial(spec, trial, tracker, progress=progress)
-            summary.finished.append(trial.key)
-        except TRIAL_FAILURES as error:
-            reason = f"{type(error).__name__}: {error}"
-            summary.failed[trial.key] = reason
-            print(f"FAIL  {trial.key}: {reason}")
-    if not dry_run:
-        summary.fused += fuse_finished(spec, tracker)
+        else:
+            todo.append(trial)
+            print(f"run   {trial.key}" + (f" (resuming a {status.lower()} run)" if status else ""))
     if dry_run:
         summary.missing = readiness(spec)
         if not summary.missing:
             preflight(spec)
+        return summary
+    if jobs > 1 or scheduler:
+        from harness.parallel import run_in_parallel
+
+        outcomes = run_in_parallel(spec, todo, tracker.uri, jobs=jobs, scheduler=scheduler)
+    else:
+        outcomes = [(t.key, run_guarded(spec, t, tracker, progress=progress)) for t in todo]
+    for key, failure in outcomes:
+        if failure is None:
+            summary.finished.append(key)
+        else:
+            summary.failed[key] = failure
+            print(f"FAIL  {key}: {failure}")
+    if distributed.current().main:
+        summary.fused += fuse_finished(spec, tracker)
     return summary
+
+
+def run_guarded(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool) -> str | None:
+    """Run one trial; None when it finished, else why it failed (the others carry on)."""
+    try:
+        run_trial(spec, trial, tracker, progress=progress)
+        return None
+    except TRIAL_FAILURES as error:
+        return f"{type(error).__name__}: {error}"
 
 
 DATASET_FILES = {
@@ -172,9 +202,13 @@ def preflight(spec: Spec) -> None:
 
 
 def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = True) -> None:
-    """Train, evaluate and log one trial, resuming from its checkpoint when one exists."""
+    """Train, evaluate and log one trial, resuming from its checkpoint when one exists.
+
+    Under `torchrun` (harness.distributed) every rank trains its share with DDP; rank 0 alone
+    logs, checkpoints and evaluates."""
     train = spec.train_for(trial)
-    device = default_device()
+    group = distributed.current()
+    device = group.device
     data = _data(spec, trial)
     torch.manual_seed(trial.seed)
     np.random.seed(trial.seed)
@@ -193,25 +227,26 @@ def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = Tr
     schedule = _schedule(optimizer, train)
     checkpoint_path = Path("checkpoints") / spec.name / trial.key / "last.pt"
     state = _load_checkpoint(checkpoint_path, model, optimizer, schedule)
-    previous = tracker.latest_run(trial.key)
-    run_id = previous.info.run_id if previous is not None and state is not None else None
+    trained = _parallel(model, group)
     loader = make_loader(data["train_set"], batch_size=train.batch_size,
-                         workers=spec.dataset.workers, shuffle=True, seed=trial.seed)  # fmt: skip
-    mlflow = tracker.mlflow
-    with mlflow.start_run(run_id=run_id, experiment_id=tracker.experiment_id, run_name=trial.key):
-        if run_id is None:
+                         workers=spec.dataset.workers, shuffle=True, seed=trial.seed,
+                         rank=group.rank, world=group.world)  # fmt: skip
+    mlflow = tracker.mlflow if group.main else SILENT
+    with _run_context(tracker, trial, group):
+        if state is None and group.main:
             _log_trial(mlflow, spec, trial, resolved, model, device)
         start = state["epoch"] + 1 if state else 0
         for epoch in range(start, train.epochs):
             loader.sampler.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(model, loader, optimizer, device=device, epoch=epoch,
+            stats = train_one_epoch(trained, loader, optimizer, device=device, epoch=epoch,
                                     grad_clip=train.grad_clip, progress=progress)  # fmt: skip
-            _step(schedule, stats.loss)
+            loss, accuracy = distributed.mean_over_ranks([stats.loss, stats.clip_accuracy])
+            _step(schedule, loss)
             mlflow.log_metrics(
                 {
-                    "train_loss": stats.loss,
-                    "train_clip_accuracy": stats.clip_accuracy,
+                    "train_loss": loss,
+                    "train_clip_accuracy": accuracy,
                     "lr": lr,
                     "data_seconds": stats.data_seconds,
                     "compute_seconds": stats.compute_seconds,
@@ -221,10 +256,58 @@ def run_trial(spec: Spec, trial: Trial, tracker: Tracker, *, progress: bool = Tr
             )
             if stats.replaced:
                 mlflow.log_text("\n".join(stats.replaced), f"replaced/epoch{epoch:03d}.txt")
-            _save_checkpoint(checkpoint_path, model, optimizer, schedule, epoch)
-        _log_evaluation(mlflow, spec, model, device, data, progress)
-        if train.save_checkpoint:  # the trained weights (there is no validation split to pick a
-            mlflow.log_artifact(str(checkpoint_path), "checkpoint")  # "best" epoch by)
+            if group.main:
+                _save_checkpoint(checkpoint_path, model, optimizer, schedule, epoch)
+            distributed.barrier()
+        _check_replicas(mlflow, model, group)
+        if group.main:
+            _log_evaluation(mlflow, spec, model, device, data, progress)
+            if train.save_checkpoint:  # the trained weights (no validation split to pick a
+                mlflow.log_artifact(str(checkpoint_path), "checkpoint")  # "best" epoch by)
+            # A finished trial needs no resume point; a paper sweep would otherwise keep
+            # hundreds of optimizer-laden checkpoints (the weights, if asked for, are in MLflow).
+            shutil.rmtree(checkpoint_path.parent, ignore_errors=True)
+    distributed.barrier()
+
+
+def _parallel(model: torch.nn.Module, group: distributed.Group) -> torch.nn.Module:
+    """The module the training loop calls: DDP around `model` when there are several ranks."""
+    if group.world == 1:
+        return model
+    ids = [group.device.index] if group.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _run_context(tracker: Tracker, trial: Trial, group: distributed.Group):
+    """Rank 0's MLflow run: the trial's unfinished run if there is one (a killed process or
+    worker is continued, never duplicated), else a new one. Other ranks log nothing."""
+    if not group.main:
+        return contextlib.nullcontext()
+    previous = tracker.latest_run(trial.key)
+    run_id = previous.info.run_id if previous is not None else None
+    return tracker.mlflow.start_run(
+        run_id=run_id, experiment_id=tracker.experiment_id, run_name=trial.key
+    )
+
+
+def _check_replicas(mlflow, model: torch.nn.Module, group: distributed.Group) -> None:
+    """Under DDP, log whether every rank ended with the same parameters."""
+    if group.world == 1:
+        return
+    checksums = distributed.parameter_checksums(model)
+    mlflow.log_metric("ddp_world_size", group.world)
+    mlflow.set_tags({"ddp_params_identical": str(len(set(checksums)) == 1).lower(),
+                     "ddp_param_checksums": ",".join(f"{c:.10g}" for c in checksums)})  # fmt: skip
+
+
+class _Silent:
+    """What ranks other than 0 log to: nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+SILENT = _Silent()
 
 
 def dataset_config(spec: Spec, split: int) -> DatasetConfig:

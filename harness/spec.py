@@ -206,8 +206,8 @@ def load_spec(
 ) -> Spec:
     """Read and validate `path`; raises `SpecError` naming the file and key on any mistake.
 
-    `overrides` are `key.path=value` strings (values parsed as YAML) applied before validation;
-    `smoke` then shrinks the spec to a short CPU run on synthetic data (`harness.smoke`).
+    `smoke` shrinks the spec to a short CPU run on synthetic data (`harness.smoke`); then
+    `overrides`, `key.path=value` strings (values parsed as YAML), apply before validation.
     """
     path = Path(path)
     if not path.is_file():
@@ -217,10 +217,10 @@ def load_spec(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    for override in overrides:
-        raw = _apply_override(raw, override, path)
     if smoke:
         raw = smoke_raw(raw)
+    for override in overrides:  # after --smoke, so `--smoke --set train.epochs=2` trains two
+        raw = _apply_override(raw, override, path)
     content = yaml.safe_dump(raw, sort_keys=False) if overrides or smoke else text
     return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
 

@@ -153,6 +153,7 @@ def test_sigkill_mid_trial_then_resume_gives_the_same_metrics(tmp_path):
     assert "1 finished, 1 skipped" in output and "resuming a running run" in output
     first, second = final_metrics(reference), final_metrics(interrupted)
     assert first == second  # same seed on CPU: identical final metrics, one run per trial
+    assert not list((interrupted / "checkpoints").rglob("last.pt"))  # finished: resume point gone
 
 
 def logged_run(folder: Path, key: str):

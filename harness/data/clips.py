@@ -192,35 +192,49 @@ class EpochShuffle(Sampler[int]):
     """A permutation drawn from (seed, epoch) alone, yielding `epoch · n + index`.
 
     Persistent workers hold their own copy of the dataset, so the epoch travels inside the index;
-    and because nothing depends on earlier epochs, a resumed run sees the same order.
+    and because nothing depends on earlier epochs, a resumed run sees the same order. Under DDP
+    each of `world` ranks takes every world-th index of the same permutation (padded by wrapping
+    so every rank gets as many).
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order += order[: len(self) * self.world - self.size]  # pad to a multiple of world
         offset = self.epoch * self.size
-        return iter((offset + torch.randperm(self.size, generator=generator)).tolist())
+        return iter(offset + index for index in order[self.rank :: self.world])
 
 
 def make_loader(
-    dataset: Dataset, *, batch_size: int, workers: int, shuffle: bool, seed: int = 0
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """A loader that scales with workers: persistent workers, pinned memory on GPU, prefetch,
     and single-threaded decoding and resizing inside each worker. With `shuffle`, call
     `loader.sampler.set_epoch(epoch)` before each epoch."""
-    sampler = EpochShuffle(len(dataset), seed) if shuffle else None
+    sampler = EpochShuffle(len(dataset), seed, rank, world) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
+        # a last training batch of one sample breaks BatchNorm: drop the remainder in training
+        drop_last=sampler is not None and len(sampler) > batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),

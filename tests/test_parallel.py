@@ -1,0 +1,110 @@
+"""Parallel trials: joblib processes (`--jobs`) and a Dask cluster (`--backend dask`), logging to
+one SQLite store; a worker killed mid-trial loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.tracking import TRIAL_KEY_TAG, Tracker
+from tests.conftest import ROOT
+
+QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")
+FOUR = ["--trial", "*-none-*", "--trial", "*-se-*", "--trial", "*-eca-*", "--trial", "*-eam-*"]
+
+
+def runs_by_key(folder: Path) -> Counter:
+    tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "quickstart_smoke", create=False)
+    runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
+    assert all(run.info.status == "FINISHED" for run in runs), [r.info.status for r in runs]
+    return Counter(run.data.tags[TRIAL_KEY_TAG] for run in runs)
+
+
+def test_jobs_2_runs_a_4_trial_sweep_each_trial_logged_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", *FOUR]) == 0
+    logged = runs_by_key(tmp_path)
+    assert len(logged) == 4 and set(logged.values()) == {1}
+    assert main(["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", *FOUR]) == 0
+    assert runs_by_key(tmp_path) == logged  # all skipped the second time
+
+
+def test_dask_cluster_survives_a_killed_worker_without_losing_or_duplicating(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    Tracker(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke")  # the store, before fan-out
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:  # fmt: skip
+        command = [sys.executable, "-m", "harness", "run", QUICKSTART, "--smoke", "--no-progress",
+                   "--backend", "dask", "--scheduler", cluster.scheduler_address,
+                   "--set", "train.epochs=3", *FOUR]  # fmt: skip
+        sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        victim = _kill_a_worker_mid_trial(client, tmp_path)
+        output, _ = sweep.communicate(timeout=600)
+    assert victim is not None, "no trial was caught mid-way"
+    assert sweep.returncode == 0, output
+    logged = runs_by_key(tmp_path)
+    assert len(logged) == 4 and set(logged.values()) == {1}, logged
+
+
+def _kill_a_worker_mid_trial(client, folder: Path, timeout: float = 300) -> str | None:
+    """SIGKILL the worker running a trial once that trial has checkpointed an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for checkpoint in (folder / "checkpoints").glob("*/*/last.pt"):
+            trial = checkpoint.parent.name
+            for worker, tasks in client.processing().items():
+                if any(trial in str(task) for task in tasks):
+                    pid = client.run(os.getpid, workers=[worker])[worker]
+                    os.kill(pid, signal.SIGKILL)
+                    return trial
+        time.sleep(0.2)
+    return None
+
+
+def test_parallel_option_mistakes_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", QUICKSTART, "--backend", "dask"]) == 2
+    assert "--backend dask needs --scheduler" in capsys.readouterr().err
+    assert main(["run", QUICKSTART, "--jobs", "0"]) == 2
+
+
+def test_torchrun_ddp_on_cpu_gives_identical_replicas_and_one_run(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29517", "-m", "harness", "run", QUICKSTART, "--smoke",
+               "--no-progress", "--trial", "*-eam-*", "--set", "train.epochs=2"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke", create=False)
+    (run,) = tracker.client.search_runs([tracker.experiment_id])  # one run, from rank 0
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["ddp_world_size"] == 2
+    assert run.data.tags["ddp_params_identical"] == "true"
+    first, second = run.data.tags["ddp_param_checksums"].split(",")
+    assert first == second
+    history = tracker.client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [0, 1]  # logged once per epoch, not per rank
+
+
+def test_ddp_ranks_share_out_each_epoch_without_overlap():
+    from harness.data.clips import EpochShuffle
+
+    ranks = [EpochShuffle(10, seed=3, rank=r, world=3) for r in range(3)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    shares = [list(sampler) for sampler in ranks]
+    assert {len(share) for share in shares} == {4}  # 10 padded to 12
+    seen = [i - 20 for share in shares for i in share]
+    assert set(seen) == set(range(10))  # every sample of the epoch, offset by epoch · n
+    single = EpochShuffle(10, seed=3)
+    single.set_epoch(2)
+    assert sorted(list(single)) == [i + 20 for i in range(10)]

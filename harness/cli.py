@@ -8,6 +8,7 @@
     harness profile SPEC [--latency] [--json]  Params and GFLOPs of every model in a spec's grid
     harness data synth|check|prepare|flow …    datasets
     harness bench data DATASET …               data pipeline throughput against raw decoding
+    harness bench train BACKBONE [--attention A]  training clips/s, MFU, speed-up over fp32
 
 User mistakes (unknown names, bad options, broken spec files, unusable checkpoints) print one
 paragraph and exit with code 2; there is no traceback for them.
@@ -127,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--clips", type=int, default=96, help="clips per measurement")
     data.add_argument("--json", action="store_true")
     data.set_defaults(command=_bench_data)
+    train = bench_commands.add_parser("train", help="training throughput, MFU, vs plain fp32")
+    train.add_argument("backbone", help="a registered backbone, e.g. resnet3d_50")
+    train.add_argument("--attention", default="none")
+    train.add_argument("--placement", default="none", help="e.g. stage_output")
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--frames", type=int, default=16)
+    train.add_argument("--size", type=int, default=112)
+    train.add_argument("--steps", type=int, default=10, help="measured steps per loop")
+    train.add_argument("--compile", action="store_true", help="torch.compile the optimised loop")
+    train.add_argument("--device", default=None, help="default: cuda if present")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(command=_bench_train)
     return parser
 
 
@@ -214,6 +227,18 @@ def _bench_data(args: argparse.Namespace) -> int:
         prepared_root=args.prepared,
     )
     print(json.dumps(results, indent=2) if args.json else format_bench(results))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from harness.bench_train import bench_train, format_bench_train
+
+    result = bench_train(
+        args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,
+        frames=args.frames, size=args.size, steps=args.steps, compile_model=args.compile,
+        device=torch.device(args.device) if args.device else None,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
     return 0
 
 

@@ -68,30 +68,33 @@ def _without_channels(trial: Trial) -> tuple:
 
 def fuse_finished(spec: Spec, tracker: Tracker) -> list[str]:
     """Log the fused run of every pair whose two streams finished and whose fusion has not."""
+    from harness.report.runs import latest_runs
     from harness.runner import log_results
 
+    runs = latest_runs(spec, tracker)
     fused = []
     weights = spec.eval.fusion_weights
     for pair in two_stream_pairs(spec):
-        rgb, flow = tracker.latest_run(pair.rgb.key), tracker.latest_run(pair.flow.key)
-        if not (rgb and flow and rgb.info.status == flow.info.status == "FINISHED"):
+        rgb, flow, done = runs.get(pair.rgb.key), runs.get(pair.flow.key), runs.get(pair.key)
+        if not (rgb and flow and rgb.finished and flow.finished) or (done and done.finished):
             continue
-        if tracker.status(pair.key) == "FINISHED":
-            continue
-        rgb_scores, flow_scores = _scores(tracker, rgb), _scores(tracker, flow)
-        classes = _classes(tracker, rgb)
+        rgb_scores = rgb.artifact_json("per_video_scores.json")
+        flow_scores = flow.artifact_json("per_video_scores.json")
+        per_class = list(csv.reader(io.StringIO(rgb.artifact_text("per_class.csv"))))[1:]
+        classes = [row[0] for row in per_class]
         names, scores = fuse_scores(rgb_scores, flow_scores, weights)
         metrics = video_metrics(scores, len(classes), clip_accuracy=float("nan"))
         mlflow = tracker.mlflow
         print(f"fuse  {pair.key} (RGB : flow = {weights[0]} : {weights[1]})")
-        with mlflow.start_run(experiment_id=tracker.experiment_id, run_name=pair.key):
-            mlflow.set_tags({TRIAL_KEY_TAG: pair.key, "fused_rgb_run": rgb.info.run_id,
-                             "fused_flow_run": flow.info.run_id,
-                             "device": rgb.data.tags.get("device", "unknown"),
-                             "git_commit": rgb.data.tags.get("git_commit", "unknown")})  # fmt: skip
+        with mlflow.start_run(run_id=done.run_id if done else None,
+                              experiment_id=tracker.experiment_id, run_name=pair.key):  # fmt: skip
+            mlflow.set_tags({TRIAL_KEY_TAG: pair.key, "fused_rgb_run": rgb.run_id,
+                             "fused_flow_run": flow.run_id,
+                             "device": rgb.tags.get("device", "unknown"),
+                             "git_commit": rgb.tags.get("git_commit", "unknown")})  # fmt: skip
             mlflow.log_params({**{k: str(v) for k, v in pair.fields().items()},
                                "fusion_weights": str(weights)})  # fmt: skip
-            mlflow.log_metrics(_summed(rgb, flow))
+            mlflow.log_metrics(_summed(rgb.metrics, flow.metrics))
             log_results(mlflow, metrics, scores, classes, names)
         fused.append(pair.key)
     return fused
@@ -112,26 +115,10 @@ def fuse_scores(rgb: dict, flow: dict, weights: list[float]) -> tuple[list[str],
     return names, VideoScores(scores, labels, unscored)
 
 
-def _scores(tracker: Tracker, run) -> dict:
-    return _artifact(tracker, run, "per_video_scores.json", json=True)
-
-
-def _classes(tracker: Tracker, run) -> list[str]:
-    text = _artifact(tracker, run, "per_class.csv")
-    return [row[0] for row in list(csv.reader(io.StringIO(text)))[1:]]
-
-
-def _artifact(tracker: Tracker, run, name: str, json: bool = False):
-    from mlflow.artifacts import load_dict, load_text
-
-    uri = f"{run.info.artifact_uri}/{name}"
-    return load_dict(uri) if json else load_text(uri)
-
-
-def _summed(rgb, flow) -> dict[str, float]:
+def _summed(rgb: dict[str, float], flow: dict[str, float]) -> dict[str, float]:
     """A two-stream model's size and cost are those of its two networks together."""
     return {
-        name: rgb.data.metrics[name] + flow.data.metrics[name]
+        name: rgb[name] + flow[name]
         for name in ("params", "gflops_paper", "gflops_fvcore")
-        if name in rgb.data.metrics and name in flow.data.metrics
+        if name in rgb and name in flow
     }

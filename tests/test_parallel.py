@@ -4,10 +4,14 @@ one SQLite store; a worker killed mid-trial loses nothing and duplicates nothing
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -108,3 +112,79 @@ def test_ddp_ranks_share_out_each_epoch_without_overlap():
     single = EpochShuffle(10, seed=3)
     single.set_epoch(2)
     assert sorted(list(single)) == [i + 20 for i in range(10)]
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server (Debian's packages), run as the `postgres` user."""
+    binaries = _postgres_bin()
+    if binaries is None or os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("needs Debian's postgresql package and root to run it as 'postgres'")
+    pytest.importorskip("psycopg2")
+    folder = Path(tempfile.mkdtemp(prefix="harness-pg-", dir="/tmp"))
+    shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", _free_port()
+
+    def as_postgres(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+
+    as_postgres(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "mlflow")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    as_postgres(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                str(folder / "log"), "-w", "start")  # fmt: skip
+    try:
+        as_postgres(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                    "mlflow", "mlflow")  # fmt: skip
+        yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        as_postgres(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_parallel_trials_log_to_an_mlflow_server_on_postgresql(tmp_path, monkeypatch, postgres):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{uri}/health", timeout=120)
+        monkeypatch.chdir(tmp_path)
+        two = ["--trial", "*-none-*", "--trial", "*-se-*"]
+        args = ["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", "--tracking-uri", uri]
+        assert main([*args, *two]) == 0
+        tracker = Tracker(uri, "quickstart_smoke", create=False)
+        runs = tracker.client.search_runs([tracker.experiment_id])
+        assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+        assert len({r.data.tags[TRIAL_KEY_TAG] for r in runs}) == 2
+        assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local SQLite file
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_for(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")

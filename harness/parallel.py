@@ -12,7 +12,6 @@ trial; on the CPU each process gets its share of the cores.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
@@ -26,7 +25,6 @@ def run_in_parallel(
     if not trials:
         return []
     slots = max(jobs, 1)
-    uri = absolute_sqlite(uri)
     folder = os.getcwd()  # checkpoints and relative paths resolve here, in every worker
     arguments = [
         (spec, trial.key, uri, index % slots, slots, folder) for index, trial in enumerate(trials)
@@ -36,14 +34,6 @@ def run_in_parallel(
     from joblib import Parallel, delayed
 
     return Parallel(n_jobs=jobs, backend="loky")(delayed(run_one)(*a) for a in arguments)
-
-
-def absolute_sqlite(uri: str) -> str:
-    """`sqlite:///mlflow.db` made absolute, so workers find the same file from any folder."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
-    return uri
 
 
 def _with_dask(arguments: list[tuple], scheduler: str) -> list[tuple[str, str | None]]:

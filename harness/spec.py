@@ -226,10 +226,15 @@ def load_spec(
 
 
 def select_trials(spec: Spec, patterns: list[str]) -> Spec:
-    """Only the trials whose key matches one of the shell `patterns` (all when none given)."""
+    """Only the trials whose key is, or matches, one of the shell `patterns` (all when none
+    given). A key given whole always matches, though placement labels such as
+    `stage_output[res2]` read as character classes to a shell pattern."""
     if not patterns:
         return spec
-    chosen = tuple(t for t in spec.trials if any(fnmatch.fnmatchcase(t.key, p) for p in patterns))
+    chosen = tuple(
+        t for t in spec.trials
+        if any(t.key == p or fnmatch.fnmatchcase(t.key, p) for p in patterns)  # keys hold [ ]
+    )  # fmt: skip
     if not chosen:
         raise SpecError(
             f"{spec.path}: --trial {' '.join(patterns)} matches none of the {len(spec.trials)} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 TRIAL_KEY_TAG = "trial_key"
@@ -18,6 +19,15 @@ TRIAL_KEY_TAG = "trial_key"
 
 def tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
     return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def absolute_sqlite(uri: str) -> str:
+    """`sqlite:///mlflow.db` made absolute against the working directory (other URIs as they
+    are), so every process and every later call opens the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
 
 
 class Tracker:
@@ -31,7 +41,9 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.mlflow = mlflow
-        self.uri = uri
+        # Absolute, because MLflow caches stores by URI string: a relative `sqlite:///mlflow.db`
+        # would keep pointing at the file of whichever folder it was first opened from.
+        self.uri = uri = absolute_sqlite(uri)
         user_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
         # MLflow also exports the URI to the environment; put the user's value back so that the

@@ -9,7 +9,9 @@ Two loops train the same model on the same in-memory clips, in one process:
 
 Each reports clips/s, the step time split into data wait, forward and backward+update, peak
 memory, and model FLOP utilisation: achieved training FLOPs (3 × the forward's, fvcore's MACs × 2)
-over the device's measured dense matrix-multiply rate (bf16 on a GPU, fp32 on the CPU).
+over the device's measured dense matrix-multiply rate (bf16 on a GPU, fp32 on the CPU). On the
+CPU, oneDNN's convolutions can outrun the measured fp32 matmul, so MFU there can exceed 100 %:
+read it as a ratio to that measurement, not to a hardware peak.
 """
 
 from __future__ import annotations

@@ -90,10 +90,10 @@ def significance(spec: Spec, rows: list[ReportRow]) -> list[dict]:
             continue
         baseline_runs = {_split_seed(baseline, r): r for r in baseline.runs}
         for run in row.runs:
-            paired = baseline_runs.get(_split_seed(row, run))
+            split, seed = _split_seed(row, run)
+            paired = baseline_runs.get((split, seed))
             result = _compare(run, paired) if paired is not None else None
             if result is not None:
-                split, seed = _split_seed(row, run)
                 found.append(_significance_record(row, baseline, split, seed, result))
     return found
 
@@ -107,7 +107,7 @@ def _compare(run: RunRecord, baseline: RunRecord) -> PairedComparison | None:
 
 
 def _split_seed(row: ReportRow, run: RunRecord) -> tuple[int | None, int | None]:
-    trial = next(t for t in row.trials if t.key == run.trial_key)
+    trial = row.trial_of(run)
     return trial.split, trial.seed
 
 

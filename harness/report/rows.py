@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from harness.fusion import TwoStream, two_stream_pairs
@@ -46,9 +47,16 @@ class ReportRow:
             return f"{len(self.runs)}/{len(self.trials)} runs"
         return "done"
 
+    @cached_property
+    def _trials_by_key(self) -> dict[str, Any]:  # read once the row is complete
+        return {trial.key: trial for trial in self.trials}
+
+    def trial_of(self, run: RunRecord):
+        """The trial (a Trial, or a TwoStream for a fused row) that `run` is the run of."""
+        return self._trials_by_key[run.trial_key]
+
     def runs_on(self, split: int) -> list[RunRecord]:
-        by_key = {t.key: t for t in self.trials}
-        return [r for r in self.runs if by_key[r.trial_key].split == split]
+        return [r for r in self.runs if self.trial_of(r).split == split]
 
 
 def report_rows(spec: Spec, runs: dict[str, RunRecord]) -> list[ReportRow]:

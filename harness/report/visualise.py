@@ -52,8 +52,7 @@ def trained_model(row: ReportRow) -> nn.Module | None:
         path = run.artifact_path(CHECKPOINT)
         if path is None:
             continue
-        trial = next(t for t in row.trials if t.key == run.trial_key)
-        model = trial.resolve().build()
+        model = row.trial_of(run).resolve().build()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
         return model.eval()
     return None

@@ -93,8 +93,7 @@ def run_spec(
         elif dry_run:
             print(f"todo  {trial.key} ({(status or 'not started').lower()})")
         else:
-            todo.append(trial)
-            print(f"run   {trial.key}" + (f" (resuming a {status.lower()} run)" if status else ""))
+            todo.append((trial, f" (resuming a {status.lower()} run)" if status else ""))
     if dry_run:
         summary.missing = readiness(spec)
         if not summary.missing:
@@ -103,9 +102,15 @@ def run_spec(
     if jobs > 1 or scheduler:
         from harness.parallel import run_in_parallel
 
-        outcomes = run_in_parallel(spec, todo, tracker.uri, jobs=jobs, scheduler=scheduler)
+        for trial, resuming in todo:
+            print(f"queue {trial.key}{resuming}")
+        trials = [trial for trial, _ in todo]
+        outcomes = run_in_parallel(spec, trials, tracker.uri, jobs=jobs, scheduler=scheduler)
     else:
-        outcomes = [(t.key, run_guarded(spec, t, tracker, progress=progress)) for t in todo]
+        outcomes = []
+        for trial, resuming in todo:  # each announced as it starts, its results under it
+            print(f"run   {trial.key}{resuming}")
+            outcomes.append((trial.key, run_guarded(spec, trial, tracker, progress=progress)))
     for key, failure in outcomes:
         if failure is None:
             summary.finished.append(key)

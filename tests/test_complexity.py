@@ -10,8 +10,8 @@ import warnings
 import pytest
 import torch
 
+from harness.analysis.complexity import count_flops
 from harness.cli import main
-from harness.complexity import count_flops
 from registry import build_model
 
 with warnings.catch_warnings():

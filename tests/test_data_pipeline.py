@@ -34,7 +34,7 @@ from harness.data.transforms import (
     tsn_segments,
 )
 from harness.data.video import read_frames
-from harness.engine import evaluate, train_one_epoch
+from harness.train.engine import evaluate, train_one_epoch
 from registry import build_model
 
 

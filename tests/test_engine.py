@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.engine import NonFiniteLoss, evaluate, train_one_epoch
-from harness.metrics import ClipScoreAccumulator, video_metrics
+from harness.analysis.metrics import ClipScoreAccumulator, video_metrics
+from harness.train.engine import NonFiniteLoss, evaluate, train_one_epoch
 
 
 def test_video_metrics_by_hand():

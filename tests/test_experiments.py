@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.fusion import two_stream_pairs
-from harness.spec import _matches, load_spec
+from harness.config import matches, two_stream_pairs
+from harness.config.spec import load_spec
 from tests.conftest import ROOT
 
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -65,7 +65,7 @@ def test_every_reference_entry_matches_a_row_of_its_spec(spec_path):
     rows = [t.fields() for t in spec.trials] + [p.fields() for p in two_stream_pairs(spec)]
     for reference in spec.references:
         if not reference.cited:
-            assert any(_matches(row, reference.match) for row in rows), reference.match
+            assert any(matches(row, reference.match) for row in rows), reference.match
 
 
 def test_paper_hyper_parameters_are_in_the_specs():

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.tracking import TRIAL_KEY_TAG, Tracker
+from harness.tracking import TRIAL_KEY_TAG
+from harness.tracking.mlflow_store import MlflowStore
 from tests.conftest import ROOT
 
 QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")
@@ -26,7 +27,7 @@ FOUR = ["--trial", "*-none-*", "--trial", "*-se-*", "--trial", "*-eca-*", "--tri
 
 
 def runs_by_key(folder: Path) -> Counter:
-    tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "quickstart_smoke", create=False)
+    tracker = MlflowStore(f"sqlite:///{folder}/mlflow.db", "quickstart_smoke", create=False)
     runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
     assert all(run.info.status == "FINISHED" for run in runs), [r.info.status for r in runs]
     return Counter(run.data.tags[TRIAL_KEY_TAG] for run in runs)
@@ -43,7 +44,7 @@ def test_jobs_2_runs_a_4_trial_sweep_each_trial_logged_once(tmp_path, monkeypatc
 
 def test_dask_cluster_survives_a_killed_worker_without_losing_or_duplicating(tmp_path):
     distributed = pytest.importorskip("distributed")
-    Tracker(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke")  # the store, before fan-out
+    MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke")  # the store, before fan-out
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:  # fmt: skip
@@ -88,7 +89,7 @@ def test_torchrun_ddp_on_cpu_gives_identical_replicas_and_one_run(tmp_path):
                "--no-progress", "--trial", "*-eam-*", "--set", "train.epochs=2"]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke", create=False)
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke", create=False)
     (run,) = tracker.client.search_runs([tracker.experiment_id])  # one run, from rank 0
     assert run.info.status == "FINISHED"
     assert run.data.metrics["ddp_world_size"] == 2
@@ -168,7 +169,7 @@ def test_parallel_trials_log_to_an_mlflow_server_on_postgresql(tmp_path, monkeyp
         two = ["--trial", "*-none-*", "--trial", "*-se-*"]
         args = ["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", "--tracking-uri", uri]
         assert main([*args, *two]) == 0
-        tracker = Tracker(uri, "quickstart_smoke", create=False)
+        tracker = MlflowStore(uri, "quickstart_smoke", create=False)
         runs = tracker.client.search_runs([tracker.experiment_id])
         assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
         assert len({r.data.tags[TRIAL_KEY_TAG] for r in runs}) == 2

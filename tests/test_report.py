@@ -20,17 +20,17 @@ import pytest
 from PIL import Image
 
 from harness.cli import main
+from harness.config import load_spec, result_keys
 from harness.report import build_report
 from harness.report.rows import report_rows
-from harness.report.runs import latest_runs
-from harness.spec import load_spec
-from harness.tracking import TRIAL_KEY_TAG, Tracker
+from harness.tracking import TRIAL_KEY_TAG
+from harness.tracking.mlflow_store import MlflowStore
 from tests.conftest import ROOT
 
 CLASSES = ["brush_hair", "climb", "drink"]
 
 
-def log_run(tracker: Tracker, trial, *, top1: float, status: str = "FINISHED",
+def log_run(tracker: MlflowStore, trial, *, top1: float, status: str = "FINISHED",
             correct: list[int] | None = None, params: float = 1e6) -> str:  # fmt: skip
     """A run as the runner logs it: tags, final metrics, per-class/confusion/per-video artifacts.
 
@@ -93,7 +93,7 @@ reference:
 def test_report_aggregates_seeds_and_splits_against_the_paper(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = load_spec(write_spec(tmp_path, SEEDED_SPEC))
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
     top1 = {(0, 1): [0.50, 0.52, 0.54], (0, 2): [0.40, 0.42, 0.44],
             (1, 1): [0.60, 0.62, 0.64], (1, 2): [0.50, 0.52, 0.54]}  # fmt: skip
     for trial in spec.trials:
@@ -124,12 +124,12 @@ def test_report_aggregates_seeds_and_splits_against_the_paper(tmp_path, monkeypa
 
 def test_rows_without_a_finished_run_are_pending_and_a_rerun_supersedes_a_failure(tmp_path):
     spec = load_spec(write_spec(tmp_path, SEEDED_SPEC), ["train.seeds=[0]"])
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
     baseline_1, baseline_2, eam_1, eam_2 = spec.trials
     log_run(tracker, baseline_1, top1=0.5, status="FAILED")
     log_run(tracker, baseline_1, top1=0.6)  # the later run counts
     log_run(tracker, eam_1, top1=0.7, status="RUNNING")  # left behind by a killed process
-    rows = report_rows(spec, latest_runs(spec, tracker))
+    rows = report_rows(spec, tracker.latest_runs(result_keys(spec)))
     assert [row.state for row in rows] == ["1/2 runs", "pending", "cited"]
     assert rows[1].unfinished == ["running", "not started"]
 
@@ -140,7 +140,7 @@ def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, mon
     dataset = ["dataset={name: hmdb51, root: /data/hmdb51, splits: [1]}"]
     spec = load_spec(spec_path, dataset)
     assert len(spec.trials) == 15
-    tracker = Tracker("sqlite:///mlflow.db", spec.name)
+    tracker = MlflowStore("sqlite:///mlflow.db", spec.name)
     for trial, top1 in zip(spec.trials[:3], (0.600, 0.625, 0.650), strict=False):
         log_run(tracker, trial, top1=top1, params=46.3e6)
     out = tmp_path / "reports" / "t4"
@@ -165,7 +165,7 @@ def test_report_over_1000_runs_builds_in_under_10_seconds(tmp_path):
         ["grid.attention=[none, se, eca, cbam, eam]", f"train.seeds={list(range(100))}"],
     )
     assert len(spec.trials) == 1000
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
     rng = np.random.default_rng(0)
     for trial in spec.trials:
         log_run(tracker, trial, top1=float(rng.uniform(0.4, 0.7)),

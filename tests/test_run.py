@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.runner import eam_factor
+from harness.train.optim import eam_factor
 from tests.conftest import ROOT
 
 SPEC = """

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.report.significance import (
+from harness.analysis.significance import (
     bootstrap_interval,
     compare,
     compare_runs,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.tracking import Tracker
+from harness.tracking.mlflow_store import MlflowStore
 from tests.conftest import ROOT
 
 
@@ -46,7 +46,7 @@ def test_ui_serves_the_spec_runs(tmp_path: Path):
         "dataset: {name: synthetic, root: x}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = Tracker(uri, "uitest").experiment_id  # one process creates the store first
+    experiment = MlflowStore(uri, "uitest").experiment_id  # one process creates the store first
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "ui.log"

@@ -26,6 +26,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from harness.data.datasets import cache_dir
+from harness.data.splits import DataError
+
 MOTIONS = (
     "MoveUp", "MoveDown", "Grow", "Shrink", "MoveSideways", "Rotate", "Blink", "RedToBlue",
     "BlueToRed", "RiseDiagonally", "SinkDiagonally", "Bounce", "Orbit", "Shake", "Pulse",
@@ -215,3 +218,26 @@ def encode_avi(path: Path, frames: np.ndarray, fps: int = 25) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+SYNTHETIC_PREFIX = "synthetic:"  # a dataset root `synthetic:<preset>` names a generated preset
+
+
+def synthetic_preset(root: str) -> str | None:
+    """The preset a dataset root names (`synthetic:tiny` → `tiny`), or None for a real folder."""
+    return root.removeprefix(SYNTHETIC_PREFIX) if root.startswith(SYNTHETIC_PREFIX) else None
+
+
+def materialise(preset: str) -> tuple[Path, Path]:
+    """The preset's videos and split lists in the cache, generated on first use (seed 0):
+    `(video root, split folder)`."""
+    if preset not in PRESETS:
+        raise DataError(
+            f"unknown synthetic preset {preset!r}; accepted: "
+            f"{', '.join(SYNTHETIC_PREFIX + p for p in PRESETS)}."
+        )
+    out = cache_dir() / "datasets" / f"synthetic-{preset}-seed0"
+    if not (out / "ucfTrainTestlist" / "testlist03.txt").is_file():
+        print(f"generating the synthetic {preset} dataset into {out} (first use)")
+        write_synthetic(out, preset, seed=0)
+    return out / "UCF-101", out / "ucfTrainTestlist"

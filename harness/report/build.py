@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from harness.complexity import MACS_NOTE
-from harness.profile import profile_spec
-from harness.report import figures, visualise
+from harness.analysis.complexity import MACS_NOTE
+from harness.analysis.profile import profile_spec
+from harness.analysis.significance import PairedComparison, compare_runs
+from harness.config import Spec, result_keys
+from harness.report.figures import charts as figures
+from harness.report.figures import trained as visualise
 from harness.report.rows import ReportRow, baseline_of, group_of, report_rows
-from harness.report.runs import RunRecord, latest_runs
-from harness.report.significance import PairedComparison, compare_runs
 from harness.report.table import (
     columns,
     dataset_label,
@@ -28,8 +29,8 @@ from harness.report.table import (
     markdown_table,
     table_frame,
 )
-from harness.spec import Spec
-from harness.tracking import Tracker
+from harness.tracking import RunRecord, Store
+from harness.tracking.schema import per_video_scores
 
 
 @dataclass
@@ -47,11 +48,11 @@ class Report:
 
 
 def build_report(
-    spec: Spec, tracker: Tracker, out: Path, *, count: bool = True, videos: int = 3
+    spec: Spec, store: Store, out: Path, *, count: bool = True, videos: int = 3
 ) -> Report:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    rows = report_rows(spec, latest_runs(spec, tracker))
+    rows = report_rows(spec, store.latest_runs(result_keys(spec)))
     report = Report(out, rows)
     counted = _count_pending(spec, rows) if count else {}
     cols = columns(spec, rows, counted)
@@ -99,10 +100,7 @@ def significance(spec: Spec, rows: list[ReportRow]) -> list[dict]:
 
 
 def _compare(run: RunRecord, baseline: RunRecord) -> PairedComparison | None:
-    ours, theirs = (
-        run.artifact_json("per_video_scores.json"),
-        baseline.artifact_json("per_video_scores.json"),
-    )
+    ours, theirs = per_video_scores(run), per_video_scores(baseline)
     return compare_runs(ours, theirs) if ours and theirs else None
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from harness.fusion import TwoStream, two_stream_pairs
-from harness.report.runs import RunRecord
-from harness.spec import Spec, Trial
+from harness.config import Spec, Trial, TwoStream, two_stream_pairs
+from harness.tracking import RunRecord
+from registry import ATTENTION
+from registry.options import options_of
 
 ATTENTION_FIELDS = ("attention", "placement")  # plus the attention module's own options
 ATTENTION_NAMES = {
@@ -108,9 +109,6 @@ def group_of(row: ReportRow) -> tuple:
 
 
 def _backbone_fields(row: ReportRow) -> dict[str, Any]:
-    from registry import ATTENTION
-    from registry.options import options_of
-
     attention = row.fields.get("attention", "none")
     own = set(options_of(ATTENTION.get(attention).reference_class)) if attention != "none" else ()
     return {

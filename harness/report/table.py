@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from harness.config.spec import Spec
 from harness.report.rows import ReportRow
-from harness.spec import Spec
 
 DATASET_NAMES = {"hmdb51": "HMDB-51", "ucf101": "UCF-101", "kinetics": "Kinetics"}
 ACCURACY_KEY = re.compile(r"(?P<dataset>[a-z0-9]+?)(_split(?P<split>\d))?")

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from registry.attention.base import register_attention
+from registry.attention.base import reduced_channels, register_attention
 from registry.attention.pooling import broadcastable, global_avg_pool, global_max_pool
 from registry.errors import ConfigError
 
@@ -41,24 +41,17 @@ def _check_fraction(option: str, value: float) -> float:
     return value
 
 
-def _check_reduction(module: str, channels: int, reduction: int) -> int:
-    if reduction < 1 or channels // reduction < 1:
-        raise ConfigError(
-            f"{module}: option reduction={reduction} leaves no hidden units for {channels} "
-            f"channels; use an integer between 1 and {channels}."
-        )
-    return reduction
-
-
 @register_attention("cam", dims=(2, 3))
 class ChannelAttentionModule(nn.Module):
     """CAM (AARM eq. 3): `F_ch(M) = σ(W2 δ(W1 (α·AvgPool(M) + (1-α)·MaxPool(M))))`, applied as
     `M ⊗ F_ch(M)`. Bias-free layers, hidden width C/r."""
 
+    display_name = "CAM"  # as report tables print it
+
     def __init__(self, channels: int, *, alpha: float = 0.5, reduction: int = 16) -> None:
         super().__init__()
         self.alpha = _check_fraction("alpha", alpha)
-        hidden = channels // _check_reduction("cam", channels, reduction)
+        hidden = reduced_channels("cam", channels, reduction)
         self.fc1 = nn.Linear(channels, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, channels, bias=False)
 
@@ -77,6 +70,7 @@ class _STAMBase(nn.Module):
     during training."""
 
     dims = 2
+    display_name = "STAM"  # as report tables print it
 
     def __init__(
         self, channels: int, *, alpha: float = 0.5, eta: float = 0.9, chi: float = 0.25
@@ -166,6 +160,7 @@ class _AARMBase(nn.Module):
     """
 
     dims = 2
+    display_name = "AARM"  # as report tables print it
     stam_class: type[_STAMBase] = STAM2d
 
     def __init__(

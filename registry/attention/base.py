@@ -3,7 +3,9 @@
 An attention module is an `nn.Module` whose constructor is `Module(channels, *, option=default, …)`
 and whose forward maps `(N, C, T, H, W)` (3D backbones) or `(N, C, H, W)` (2D backbones) to a tensor
 of the same shape. The keyword-only constructor arguments are the module's options: their type
-hints and defaults are what specs are validated against and what `harness list` prints.
+hints and defaults are what specs are validated against and what `harness list` prints. A class
+attribute `display_name` ("SE", "Non-local") is the name report tables print; without one, the
+registry name is used.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from registry.registry import Registry
 
 @dataclass
 class AttentionEntry:
-    """A registered attention module: its classes by dimensionality and a one-line description."""
+    """A registered attention module: its classes by dimensionality, a one-line description and
+    `display_name`, the name a paper's table prints ("+ SE", "+ EAM-T"). `add_attention_class`
+    reads it from the classes' `display_name` attribute; it is "" only for "none" (the baseline
+    row has no module to name)."""
 
     name: str
     classes: dict[int, type[nn.Module]] = field(default_factory=dict)
     description: str = ""
+    display_name: str = ""
 
     def for_dims(self, dims: int, backbone: str) -> type[nn.Module]:
         if dims not in self.classes:
@@ -41,7 +47,22 @@ class AttentionEntry:
 
 
 ATTENTION: Registry[AttentionEntry] = Registry("attention module")
-ATTENTION.add("none", AttentionEntry("none", {}, "no attention (the baseline)"))
+ATTENTION.add("none", AttentionEntry("none", {}, "no attention (the baseline)", display_name=""))
+
+
+def reduced_channels(
+    module: str, channels: int, reduction: int, *, units: str = "hidden units"
+) -> int:
+    """`channels // reduction`, the width of a module's reduced layer, or a `ConfigError` naming
+    `module`'s option when `reduction` leaves none (below 1, or above `channels`). `units` names
+    what is reduced in the message: "hidden units" of an MLP, "inner channels" of a convolution.
+    """
+    if reduction < 1 or channels // reduction < 1:
+        raise ConfigError(
+            f"{module}: option reduction={reduction} leaves no {units} for {channels} channels; "
+            f"use an integer between 1 and {channels}."
+        )
+    return channels // reduction
 
 
 def register_attention(name: str, *, dims: tuple[int, ...]) -> Callable[[type], type]:
@@ -56,11 +77,21 @@ def register_attention(name: str, *, dims: tuple[int, ...]) -> Callable[[type], 
 
 def add_attention_class(name: str, cls: type[nn.Module], dims: tuple[int, ...]) -> None:
     """Register `cls` under `name` (used by the decorator and by plugins)."""
+    display_name = getattr(cls, "display_name", "") or name
+    if not isinstance(display_name, str):
+        raise ConfigError(
+            f"Attention {name!r}: display_name must be a string, got {display_name!r}."
+        )
     entry = ATTENTION.get(name) if name in ATTENTION else None
     if entry is None:
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        entry = AttentionEntry(name, {}, summary)
+        entry = AttentionEntry(name, {}, summary, display_name)
         ATTENTION.add(name, entry)
+    elif entry.display_name != display_name:
+        raise ConfigError(
+            f"Attention {name!r}: {cls.__name__}.display_name = {display_name!r} differs from "
+            f"{entry.display_name!r} of its other classes; one name prints per module."
+        )
     for d in dims:
         if d in entry.classes and entry.classes[d] is not cls:
             raise ConfigError(f"Attention {name!r} already has a {d}D class; names must be unique.")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from registry.attention.base import register_attention
+from registry.attention.base import reduced_channels, register_attention
 from registry.attention.pooling import (
     broadcastable,
     check_odd_kernel,
     global_avg_pool,
     global_max_pool,
 )
-from registry.errors import ConfigError
 
 
 class ChannelGate(nn.Module):
@@ -20,16 +19,12 @@ class ChannelGate(nn.Module):
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
-        if reduction < 1 or channels // reduction < 1:
-            raise ConfigError(
-                f"cbam: option reduction={reduction} leaves no hidden units for {channels} "
-                f"channels; use an integer between 1 and {channels}."
-            )
+        hidden = reduced_channels("cbam", channels, reduction)
         # No bias, like SE: AARM Table 6 (+2.52 M for CBAM in every block) rules biases out.
         self.mlp = nn.Sequential(
-            nn.Linear(channels, channels // reduction, bias=False),
+            nn.Linear(channels, hidden, bias=False),
             nn.ReLU(inplace=True),
-            nn.Linear(channels // reduction, channels, bias=False),
+            nn.Linear(hidden, channels, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +64,7 @@ class _CBAM(nn.Module):
     """CBAM: channel gate then spatial gate, in sequence (CBAM eq. 1)."""
 
     dims = 3
+    display_name = "CBAM"  # as report tables print it
 
     def __init__(self, channels: int, *, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()

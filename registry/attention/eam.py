@@ -50,6 +50,8 @@ class EAMSpatial(nn.Module):
     EAM-S row of EAM Table 2 uses it so).
     """
 
+    display_name = "EAM-S"  # as report tables print it
+
     def __init__(self, channels: int, *, k_c: int = 3, residual: bool = False) -> None:
         super().__init__()
         self.gate = LocalInteractionGate(check_odd_kernel("eam_s", "k_c", k_c))
@@ -66,6 +68,8 @@ class EAMTemporal(nn.Module):
 
     With `residual=True` the output is `V + V'` (EAM Table 2's EAM-T row).
     """
+
+    display_name = "EAM-T"  # as report tables print it
 
     def __init__(self, channels: int, *, k_t: int = 3, residual: bool = False) -> None:
         super().__init__()
@@ -94,6 +98,8 @@ class EAM(nn.Module):
       `V'' = ½ (M_c(V) ⊗ V + M_t(V) ⊗ V)`. The paper only says "parallel with fusion"; the average
       keeps `V''` on the scale of the sequential forms.
     """
+
+    display_name = "EAM"  # as report tables print it
 
     def __init__(
         self,

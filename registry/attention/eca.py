@@ -22,6 +22,8 @@ class EfficientChannelAttention(nn.Module):
     eq. 14 (γ=2, b=1: 5 for 256 channels, 7 for 2048). No dimensionality reduction, no bias.
     """
 
+    display_name = "ECA"  # as report tables print it
+
     def __init__(self, channels: int, *, k_size: int | None = None) -> None:
         super().__init__()
         k = adaptive_eca_kernel(channels) if k_size is None else k_size

@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from registry.attention.base import register_attention
-from registry.errors import ConfigError
+from registry.attention.base import reduced_channels, register_attention
 
 
 @register_attention("nonlocal", dims=(3,))
@@ -22,14 +21,11 @@ class NonLocal3d(nn.Module):
     a new block starts as the identity.
     """
 
+    display_name = "Non-local"  # as report tables print it
+
     def __init__(self, channels: int, *, reduction: int = 2, subsample: bool = True) -> None:
         super().__init__()
-        if reduction < 1 or channels // reduction < 1:
-            raise ConfigError(
-                f"nonlocal: option reduction={reduction} leaves no inner channels for {channels} "
-                f"channels; use an integer between 1 and {channels}."
-            )
-        inner = channels // reduction
+        inner = reduced_channels("nonlocal", channels, reduction, units="inner channels")
         self.theta = nn.Conv3d(channels, inner, 1)
         self.phi = nn.Conv3d(channels, inner, 1)
         self.g = nn.Conv3d(channels, inner, 1)

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registry.attention.base import register_attention
+from registry.attention.base import reduced_channels, register_attention
 from registry.attention.pooling import broadcastable, global_avg_pool
-from registry.errors import ConfigError
 
 
 @register_attention("se", dims=(2, 3))
@@ -20,15 +19,13 @@ class SqueezeExcitation(nn.Module):
     `(N, C, T, H, W)` and `(N, C, H, W)`; shape preserved.
     """
 
+    display_name = "SE"  # as report tables print it
+
     def __init__(self, channels: int, *, reduction: int = 16) -> None:
         super().__init__()
-        if reduction < 1 or channels // reduction < 1:
-            raise ConfigError(
-                f"se: option reduction={reduction} leaves no hidden units for {channels} channels; "
-                f"use an integer between 1 and {channels}."
-            )
-        self.fc1 = nn.Linear(channels, channels // reduction, bias=False)
-        self.fc2 = nn.Linear(channels // reduction, channels, bias=False)
+        hidden = reduced_channels("se", channels, reduction)
+        self.fc1 = nn.Linear(channels, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         squeezed = global_avg_pool(x)  # (N, C), eq. 2

@@ -52,7 +52,8 @@ class HeadAttention(nn.Module):
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """A registered backbone.
+    """A registered backbone: how to build it, and what the rest of the harness needs to know
+    about it (so no table elsewhere keys on its name).
 
     `build(num_classes=..., attention_at=..., **options)` returns the network;
     `points(num_classes=..., **options)` lists its insertion points without building anything.
@@ -60,6 +61,19 @@ class BackboneEntry:
     for 2D backbones; `classifier` is the prefix of the layer that fine-tuning replaces and
     `first_conv` the prefix of the input convolution (adapted when a flow stream loads RGB
     weights).
+
+    The last three fields have defaults, so an entry that leaves them out still works:
+
+    - `display_name`: the name a paper's table prints ("3D ResNet-50", "VGG16"); reports use it.
+      Left empty, it is the registry `name`.
+    - `fixed_input`: the per-sample input shape the network requires when it cannot take any
+      other (C3D's fully connected `fc6` needs the 16×112×112 clip: `(3, 16, 112, 112)`); `None`
+      where global pooling accepts any size. Smoke runs and tests feed fixed-input backbones
+      exactly this shape.
+    - `gradcam_layer`: the dotted name (as in `model.named_modules()`) of the module whose
+      forward output is the last spatial feature map before pooling, `(N, K, T', H', W')` or
+      `(N, K, H', W')`: what Grad-CAM reads. Empty when the backbone offers none; Grad-CAM is
+      then not drawn for it.
     """
 
     name: str
@@ -70,3 +84,10 @@ class BackboneEntry:
     classifier: str
     description: str
     first_conv: str = ""
+    display_name: str = ""
+    fixed_input: tuple[int, ...] | None = None
+    gradcam_layer: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.display_name:  # frozen: set the default through object.__setattr__
+            object.__setattr__(self, "display_name", self.name)

@@ -53,6 +53,12 @@ class C3D(nn.Module):
             module = attention_at(f"{group}.out")
             if module is not None:
                 self.stage_attention[group] = module
+        # A parameter-free tap on the last convolutional feature map before flattening,
+        # `(N, 512, 1, 4, 4)`: pool5's output (post-activation: pool5 max-pools conv5b's ReLU
+        # output) after any attention at ``conv5.out``. Hooking `pool5` would miss that
+        # attention, and `self.relu` is one module shared by every layer (its hook fires ten
+        # times per forward), so Grad-CAM reads this instead (`gradcam_layer`).
+        self.feature_map = nn.Identity()
         self.fc6 = nn.Linear(8192, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.fc8 = nn.Linear(4096, num_classes)
@@ -68,7 +74,7 @@ class C3D(nn.Module):
             x = getattr(self, f"pool{index}")(x)
             if group in self.stage_attention:
                 x = self.stage_attention[group](x)
-        return x
+        return self.feature_map(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x).flatten(1)  # (N, 8192)
@@ -100,5 +106,8 @@ def entries() -> list[BackboneEntry]:
             classifier="fc8",
             first_conv="conv1",
             description="C3D (Tran et al. 2015), fixed 16×112×112 input",
+            display_name="C3D",
+            fixed_input=(3, 16, 112, 112),  # fc6 takes pool5's 512×1×4×4 = 8192 features only
+            gradcam_layer="feature_map",
         )
     ]

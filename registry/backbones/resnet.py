@@ -40,6 +40,7 @@ from registry.backbones.base import (
 from registry.placement import InsertionPoint
 
 STAGES = ("res2", "res3", "res4", "res5")
+GRADCAM_LAYER = "feature_map"  # see `ResNet.feature_map`
 Shortcut = Literal["A", "B"]
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -191,6 +192,9 @@ class ResNet(nn.Module):
             module = attention_at(f"{stage}.out")
             if module is not None:
                 self.stage_attention[stage] = module
+        # A parameter-free tap on the tensor that is pooled: res5's output after any stage
+        # attention there, which `layer4` alone would miss. Grad-CAM hooks it (`GRADCAM_LAYER`).
+        self.feature_map = nn.Identity()
         self.avgpool = (nn.AdaptiveAvgPool3d if dims == 3 else nn.AdaptiveAvgPool2d)(1)
         self.fc = nn.Linear(stage_planes[-1] * block.expansion, num_classes)
         self.head_attention = HeadAttention(attention_at)
@@ -240,7 +244,7 @@ class ResNet(nn.Module):
             x = getattr(self, f"layer{index + 1}")(x)
             if stage in self.stage_attention:
                 x = self.stage_attention[stage](x)
-        return x
+        return self.feature_map(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.avgpool(self.features(x)).flatten(1)  # (N, C)
@@ -317,6 +321,8 @@ def _resnet3d_entry(depth: int) -> BackboneEntry:
         classifier="fc",
         first_conv="conv1",
         description=f"3D ResNet-{depth} (Hara et al. 2018); shortcut A|B",
+        display_name=f"3D ResNet-{depth}",
+        gradcam_layer=GRADCAM_LAYER,
     )
 
 
@@ -346,6 +352,8 @@ def _resnext3d_101_entry() -> BackboneEntry:
         classifier="fc",
         first_conv="conv1",
         description="3D ResNeXt-101, cardinality 32 (Hara et al. 2018 release layout)",
+        display_name="3D ResNeXt-101",
+        gradcam_layer=GRADCAM_LAYER,
     )
 
 
@@ -377,6 +385,8 @@ def _resnet2d_entry(depth: int) -> BackboneEntry:
         classifier="fc",
         first_conv="conv1",
         description=f"2D ResNet-{depth} (torchvision naming); in_channels 3 (RGB) or 20 (flow)",
+        display_name=f"ResNet-{depth}",
+        gradcam_layer=GRADCAM_LAYER,
     )
 
 

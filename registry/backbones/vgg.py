@@ -51,6 +51,11 @@ class VGG16(nn.Module):
             layers.append(nn.MaxPool2d(2, 2))
             self._place(attention_at, f"conv{group}.out", len(layers) - 1)
         self.features = nn.Sequential(*layers)
+        # A parameter-free tap on the last spatial map, pool5's output after any attention at
+        # ``conv5.out`` (`(N, 512, 7, 7)` for 224×224 frames). Hooks on `features` itself never
+        # fire (`forward` walks its layers one by one), and `features.30` (pool5) would miss that
+        # attention, so Grad-CAM reads this (`gradcam_layer`).
+        self.feature_map = nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
             nn.Linear(512 * 7 * 7, 4096),
@@ -76,7 +81,7 @@ class VGG16(nn.Module):
             x = layer(x)
             if index in self._after:
                 x = self.attention[self._after[index]](x)
-        x = self.avgpool(x).flatten(1)  # (N, 25088)
+        x = self.avgpool(self.feature_map(x)).flatten(1)  # (N, 25088)
         hidden = self.classifier[:6](x)  # (N, 4096)
         return self.head_attention(hidden, self.classifier[6])
 
@@ -120,5 +125,7 @@ def entries() -> list[BackboneEntry]:
             classifier="classifier.6",
             first_conv="features.0",
             description="VGG16 (torchvision naming); in_channels 3 (RGB) or 20 (flow)",
+            display_name="VGG16",
+            gradcam_layer="feature_map",
         )
     ]

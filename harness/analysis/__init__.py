@@ -1,0 +1,2 @@
+"""Numbers computed from models and results, with no side effects: video metrics, paired
+significance tests, two-stream score fusion, FLOP and parameter counts, latency, profiles."""

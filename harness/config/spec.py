@@ -1,0 +1,425 @@
+"""Experiment specs: YAML files validated into typed objects at load time.
+
+A spec is flat and its values are registry keys::
+
+    name: eam_table4
+    model: {num_classes: 51, frames: 16, size: 112}
+    grid:                      # every combination of these axes is a trial
+      backbone: [resnet3d_50, resnext3d_101]
+      attention: [none, se, eca, cbam, eam]
+      placement: [stage_output]
+      frames: [16, 64]
+    exclude:                   # drop the grid trials matching every key given
+      - {backbone: resnet3d_50, frames: 64}
+    include: []                # extra trials: axis values, others from the first grid value
+                               # (a null value drops that axis, e.g. in_channels for C3D)
+    reference:                 # what the paper prints for a row (used by reports)
+      - match: {backbone: resnet3d_50, attention: none}
+        label: ResNet-50       # optional: the row's name as printed
+        values: {params_m: 46.30, gflops: 10.102, hmdb51_split1: 62.5}
+      - cited: TSN (RGB+Flow) [10]   # another method's row the paper cites
+        values: {hmdb51: 69.4, ucf101: 94.2}
+
+Reference value keys: `params_m` (millions), `gflops`, and accuracies in percent as `<dataset>`
+(mean over the three splits) or `<dataset>_split<N>`, with `<dataset>` a dataset name
+(`hmdb51`, `ucf101`).
+
+Grid axes are `backbone`, `attention`, `placement`, `frames`, `size`, `num_classes`, and any option
+of a backbone or attention module (e.g. `k_c`, `order`, `shortcut`). Every mistake is a
+`SpecError` naming the file, the key and the accepted values. A spec without a `dataset` section
+is profile-only (`harness profile`); with one, `dataset`, `train`, `eval` and `tracking` sections
+(`harness.config.sections`) describe the runs, and every grid row runs once per split and seed.
+`--set key.path=value` overrides any value before validation.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config.sections import (
+    DatasetSection,
+    EvalSection,
+    TrackingSection,
+    TrainSection,
+    parse_section,
+)
+from harness.config.smoke import smoke_raw
+from harness.config.trial import Trial, matches
+from registry import (
+    ATTENTION,
+    BACKBONES,
+    ConfigError,
+    parse_placement,
+)
+from registry.options import check_value, options_of
+
+TOP_LEVEL_KEYS = (
+    "name", "description", "model", "grid", "include", "exclude", "reference",
+    "dataset", "train", "per_trial", "eval", "tracking",
+)  # fmt: skip
+MODEL_KEYS = ("num_classes", "frames", "size", "options")
+MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
+
+
+class SpecError(ConfigError):
+    """A spec file that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Values a paper prints for the trials matching `match`.
+
+    `label` names the row as the paper prints it (reports use it). A `cited` reference is a row
+    of another method the paper cites (e.g. TSN in EAM Table 5): it matches no trial and its
+    values appear in reports as cited, never as measured.
+    """
+
+    match: dict[str, Any]
+    values: dict[str, Any]
+    label: str = ""
+    cited: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: its trials in grid order and the paper's reference values."""
+
+    path: Path
+    name: str
+    description: str
+    trials: tuple[Trial, ...]
+    references: tuple[Reference, ...] = field(default=())
+    content_hash: str = ""
+    dataset: DatasetSection | None = None
+    train: TrainSection | None = None
+    eval: EvalSection = field(default_factory=EvalSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    resolved: dict = field(default_factory=dict)  # the validated YAML, overrides applied
+    per_trial: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()  # (match, train changes)
+
+    def train_for(self, trial: Trial) -> TrainSection | None:
+        """The train settings of `trial`: `train` with the changes of every matching `per_trial`
+        entry applied in order (e.g. ResNeXt-101's learning rate and checkpoint in EAM Table 4,
+        the flow stream's epochs in AARM's specs)."""
+        changes = [c for match, c in self.per_trial if matches(trial.fields(), match)]
+        if self.train is None or not changes:
+            return self.train
+        merged = {**self.resolved.get("train", {})}
+        for change in changes:
+            merged |= change
+        return parse_section(TrainSection, merged, "train")
+
+    def reference_for(self, trial: Trial) -> dict[str, Any]:
+        """The paper's values for `trial` (later references override earlier ones)."""
+        values: dict[str, Any] = {}
+        for reference in self.references:
+            if not reference.cited and matches(trial.fields(), reference.match):
+                values.update(reference.values)
+        return values
+
+    def label_for(self, trial: Trial) -> str:
+        """The row name the paper prints for `trial` (the last matching `label`), or ""."""
+        labels = [
+            r.label for r in self.references
+            if not r.cited and r.label and matches(trial.fields(), r.match)
+        ]  # fmt: skip
+        return labels[-1] if labels else ""
+
+    @property
+    def cited(self) -> tuple[Reference, ...]:
+        """Rows of other methods the paper cites, in spec order."""
+        return tuple(r for r in self.references if r.cited)
+
+
+def load_spec(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, smoke: bool = False
+) -> Spec:
+    """Read and validate `path`; raises `SpecError` naming the file and key on any mistake.
+
+    `smoke` shrinks the spec to a short CPU run on synthetic data (`harness.config.smoke`); then
+    `overrides`, `key.path=value` strings (values parsed as YAML), apply before validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    if smoke:
+        raw = smoke_raw(raw)
+    for override in overrides:  # after --smoke, so `--smoke --set train.epochs=2` trains two
+        raw = _apply_override(raw, override, path)
+    content = yaml.safe_dump(raw, sort_keys=False) if overrides or smoke else text
+    return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
+
+
+def select_trials(spec: Spec, patterns: list[str]) -> Spec:
+    """Only the trials whose key is, or matches, one of the shell `patterns` (all when none
+    given). A key given whole always matches, though placement labels such as
+    `stage_output[res2]` read as character classes to a shell pattern."""
+    if not patterns:
+        return spec
+    chosen = tuple(
+        t for t in spec.trials
+        if any(t.key == p or fnmatch.fnmatchcase(t.key, p) for p in patterns)  # keys hold [ ]
+    )  # fmt: skip
+    if not chosen:
+        raise SpecError(
+            f"{spec.path}: --trial {' '.join(patterns)} matches none of the {len(spec.trials)} "
+            "trials; `harness run SPEC --dry-run` lists their keys."
+        )
+    return replace(spec, trials=chosen)
+
+
+def _apply_override(raw: Any, override: str, path: Path) -> Any:
+    key, separator, value = override.partition("=")
+    if not separator or not key:
+        raise SpecError(f"--set {override!r}: expected key.path=value, e.g. train.lr=0.01.")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the top level must be a mapping to apply --set {override!r}.")
+    target = raw
+    *parents, last = key.split(".")
+    for parent in parents:
+        target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise SpecError(f"--set {override!r}: '{parent}' is not a mapping in {path}.")
+    target[last] = yaml.safe_load(value)
+    return raw
+
+
+def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
+    where = _Where(path)
+    raw = where.mapping(raw, "the top level")
+    where.only_keys(raw, TOP_LEVEL_KEYS, "the top level")
+    sections = _sections(where, raw)
+    name = where.typed(raw, "name", str)
+    model = where.mapping(raw.get("model", {}), "model")
+    where.only_keys(model, MODEL_KEYS, "model")
+    defaults = {
+        "num_classes": where.typed(model, "num_classes", int, "model."),
+        "frames": where.typed(model, "frames", int, "model.", default=16),
+        "size": where.typed(model, "size", int, "model.", default=112),
+    }
+    fixed_options = where.mapping(model.get("options", {}), "model.options")
+    axes = _grid_axes(where, raw.get("grid", {}))
+    rows = _expand_grid(where, axes, raw)
+    trials = tuple(_trial(where, row, defaults, fixed_options) for row in rows)
+    if sections["dataset"] is not None:
+        trials = tuple(
+            replace(trial, split=split, seed=seed)
+            for trial in trials
+            for split in sections["dataset"].splits
+            for seed in sections["train"].seeds
+        )
+    keys = [t.key for t in trials]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
+    references = tuple(_references(where, raw.get("reference", [])))
+    description = where.typed(raw, "description", str, default="")
+    per_trial = _per_trial(where, raw)
+    return Spec(
+        path, name, description, trials, references, content_hash, resolved=dict(raw),
+        per_trial=per_trial, **sections,
+    )  # fmt: skip
+
+
+def _per_trial(where: _Where, raw: Mapping) -> tuple:
+    """`per_trial: [{match: {...}, train: {...}}]`: train settings for the matching trials."""
+    entries = _listed(where, raw, "per_trial")
+    if entries and "dataset" not in raw:
+        raise where.error("per_trial", "per-trial train settings need a 'dataset' section.")
+    found = []
+    for i, entry in enumerate(entries):
+        entry = where.mapping(entry, f"per_trial[{i}]")
+        where.only_keys(entry, ("match", "train"), f"per_trial[{i}]")
+        changes = where.mapping(entry.get("train", {}), f"per_trial[{i}].train")
+        merged = {**(raw.get("train") or {}), **changes}
+        try:  # each entry checked here; train_for combines the entries matching a trial
+            parse_section(TrainSection, merged, f"per_trial[{i}].train")
+        except ConfigError as error:
+            raise SpecError(f"{where.path}: {error}") from None
+        found.append((dict(where.mapping(entry.get("match", {}), f"per_trial[{i}].match")),
+                      dict(changes)))  # fmt: skip
+    return tuple(found)
+
+
+def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
+    """The training sections, validated; `dataset` and `train` are None for profile-only specs."""
+    try:
+        dataset = (
+            parse_section(DatasetSection, raw["dataset"], "dataset") if "dataset" in raw else None
+        )
+        train = parse_section(TrainSection, raw.get("train"), "train") if dataset else None
+        if "train" in raw and dataset is None:
+            raise ConfigError("key 'train': a training section needs a 'dataset' section too.")
+        return {
+            "dataset": dataset,
+            "train": train,
+            "eval": parse_section(EvalSection, raw.get("eval"), "eval"),
+            "tracking": parse_section(TrackingSection, raw.get("tracking"), "tracking"),
+        }
+    except ConfigError as error:
+        raise SpecError(f"{where.path}: {error}") from None
+
+
+def _grid_axes(where: _Where, grid: Any) -> dict[str, list[Any]]:
+    grid = where.mapping(grid, "grid")
+    accepted = set(MODEL_AXES) | _option_names()
+    axes = {}
+    for axis, values in grid.items():
+        if axis not in accepted:
+            raise where.error(
+                f"grid.{axis}",
+                f"unknown axis. Accepted axes: {', '.join(MODEL_AXES)}, or an option of a backbone "
+                f"or attention module ({', '.join(sorted(_option_names()))}).",
+            )
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise where.error(f"grid.{axis}", "the list is empty; give at least one value.")
+        axes[axis] = values
+    for required in ("backbone",):
+        if required not in axes:
+            raise where.error("grid", f"the grid needs a '{required}' axis.")
+    return axes
+
+
+def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> list[dict[str, Any]]:
+    names = list(axes)
+    rows = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    excludes = [
+        where.mapping(rule, f"exclude[{i}]")
+        for i, rule in enumerate(_listed(where, raw, "exclude"))
+    ]
+    for i, rule in enumerate(excludes):
+        for key in rule:
+            if key not in axes:
+                raise where.error(f"exclude[{i}].{key}", f"not a grid axis ({', '.join(names)}).")
+    rows = [row for row in rows if not any(matches(_labelled(row), r) for r in excludes)]
+    for i, extra in enumerate(_listed(where, raw, "include")):
+        extra = where.mapping(extra, f"include[{i}]")
+        row = {**{axis: values[0] for axis, values in axes.items()}, **extra}
+        rows.append({k: v for k, v in row.items() if v is not None})  # null drops an axis
+    return rows
+
+
+def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -> Trial:
+    values = {**defaults, **row}
+    options = {**fixed, **{k: v for k, v in row.items() if k not in MODEL_AXES}}
+    context = ", ".join(f"{k}={v}" for k, v in row.items())
+    try:
+        for axis in ("backbone", "attention"):
+            if axis in values and not isinstance(values[axis], str):
+                raise ConfigError(f"{axis} must be a registry name, got {values[axis]!r}.")
+        for axis in ("num_classes", "frames", "size"):
+            if check_value(axis, int, values[axis]) < 1:
+                raise ConfigError(f"{axis} = {values[axis]}: expected a positive integer.")
+        trial = Trial(
+            backbone=values["backbone"],
+            attention=values.get("attention", "none"),
+            placement=parse_placement(values.get("placement", "none")),
+            num_classes=values["num_classes"],
+            frames=values["frames"],
+            size=values["size"],
+            options=tuple(sorted(options.items())),
+        )
+        trial.resolve()  # checks names, options and the placement against the backbone
+    except ConfigError as error:
+        raise SpecError(f"{where.path}: trial ({context}): {error}") from None
+    return trial
+
+
+def _references(where: _Where, raw: Any) -> list[Reference]:
+    if not isinstance(raw, list):
+        raise where.error("reference", "expected a list of {match: {...}, values: {...}} entries.")
+    found = []
+    for i, entry in enumerate(raw):
+        entry = where.mapping(entry, f"reference[{i}]")
+        where.only_keys(entry, ("match", "values", "label", "cited"), f"reference[{i}]")
+        values = dict(where.mapping(entry.get("values", {}), f"reference[{i}].values"))
+        if "cited" in entry:
+            cited = where.typed(entry, "cited", str, f"reference[{i}].")
+            if "match" in entry:
+                raise where.error(
+                    f"reference[{i}]", "a cited row is another paper's method: give 'cited' "
+                    "(its name) and 'values', not 'match'.",
+                )  # fmt: skip
+            found.append(Reference({}, values, label=cited, cited=True))
+            continue
+        found.append(
+            Reference(
+                dict(where.mapping(entry.get("match", {}), f"reference[{i}].match")),
+                values,
+                label=where.typed(entry, "label", str, f"reference[{i}].", default=""),
+            )
+        )
+    return found
+
+
+def _listed(where: _Where, raw: Mapping, key: str) -> list:
+    value = raw.get(key, []) or []
+    if not isinstance(value, list):
+        raise where.error(key, "expected a list of mappings of axis values.")
+    return value
+
+
+def _labelled(row: Mapping[str, Any]) -> dict[str, Any]:
+    if "placement" in row:
+        return {**row, "placement": parse_placement(row["placement"]).label}
+    return dict(row)
+
+
+def _option_names() -> set[str]:
+    names: set[str] = set()
+    for backbone in BACKBONES:
+        names |= set(options_of(BACKBONES.get(backbone).build))
+    for attention in ATTENTION:
+        names |= set(options_of(ATTENTION.get(attention).reference_class))
+    return names
+
+
+class _Where:
+    """Builds messages that name the spec file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> SpecError:
+        return SpecError(f"{self.path}: key '{key}': {problem}")
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a mapping of keys to values, got {value!r}.")
+        return value
+
+    def only_keys(self, value: Mapping, allowed: tuple[str, ...], key: str) -> None:
+        for name in value:
+            if name not in allowed:
+                raise SpecError(
+                    f"{self.path}: unknown key '{name}' in {key}. Accepted keys: "
+                    f"{', '.join(allowed)}."
+                )
+
+    def typed(
+        self, value: Mapping, key: str, kind: type, prefix: str = "", default: Any = ...
+    ) -> Any:
+        if key not in value:
+            if default is ...:
+                raise self.error(prefix + key, f"missing; expected a {kind.__name__}.")
+            return default
+        found = value[key]
+        if not isinstance(found, kind) or isinstance(found, bool) and kind is not bool:
+            raise self.error(
+                prefix + key, f"expected a {kind.__name__}, got {found!r} ({type(found).__name__})."
+            )
+        return found

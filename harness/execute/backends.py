@@ -1,0 +1,46 @@
+"""Where trials run when several run at once: local processes through joblib (`--jobs N`), or an
+existing Dask cluster (`--backend dask --scheduler tcp://HOST:8786`).
+
+A backend knows nothing of specs or stores: it calls `job(trial, slot, slots)` for every trial,
+where `slot` (0 ≤ slot < slots) names the worker's share of the machine (its GPU, or its share of
+the CPU cores), and returns `(trial key, failure or None)` in the order given. A worker that dies
+mid-trial leaves that trial's run RUNNING with its last epoch checkpoint; Dask reschedules the
+task on another worker, which continues the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from joblib import Parallel, delayed
+
+from harness.config import Trial
+
+Job = Callable[[Trial, int, int], str | None]  # (trial, slot, slots) → failure, or None
+
+
+def run_local(job: Job, trials: Sequence[Trial], jobs: int) -> list[tuple[str, str | None]]:
+    """`jobs` trials at a time in local processes (joblib's loky backend)."""
+    slots = max(jobs, 1)
+    calls = (delayed(_keyed)(job, t, i % slots, slots) for i, t in enumerate(trials))
+    return Parallel(n_jobs=jobs, backend="loky")(calls) if trials else []
+
+
+def run_dask(
+    job: Job, trials: Sequence[Trial], scheduler: str, slots: int
+) -> list[tuple[str, str | None]]:
+    """Every trial submitted to the Dask cluster at `scheduler` (`pip install -e ".[dask]"`)."""
+    from distributed import Client  # the optional `dask` extra
+
+    if not trials:
+        return []
+    with Client(scheduler, timeout="30s") as client:
+        futures = [
+            client.submit(_keyed, job, t, i % slots, slots, pure=False, key=f"trial-{t.key}")
+            for i, t in enumerate(trials)
+        ]
+        return client.gather(futures)
+
+
+def _keyed(job: Job, trial: Trial, slot: int, slots: int) -> tuple[str, str | None]:
+    return trial.key, job(trial, slot, slots)

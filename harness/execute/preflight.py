@@ -1,0 +1,93 @@
+"""What must be true before a sweep trains anything, and what a dry run reports as missing:
+pretrained checkpoints, the dataset's root, split files and entries, flow images, and a class
+count that matches the data. Each problem is one message naming the path or key and the
+command that helps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import Spec, SpecError
+from harness.data.datasets import open_dataset, require_present
+from harness.data.synthetic import synthetic_preset
+from harness.train.inputs import dataset_config
+
+DATASET_FILES = {
+    "hmdb51": "HMDB-51 videos as <class>/<clip>.avi, and the official split files "
+    "(testTrainMulti_7030_splits/<class>_test_split<k>.txt)",
+    "ucf101": "UCF101 videos as <Class>/v_<Class>_gXX_cYY.avi, and the official split files "
+    "(ucfTrainTestlist/classInd.txt, trainlist0k.txt, testlist0k.txt)",
+}
+
+
+def readiness(spec: Spec) -> list[str]:
+    """What this machine lacks to run `spec`: data, flow images, pretrained checkpoints; each
+    with where it must be and the `harness data` command that prepares or checks it."""
+    missing = []
+    if synthetic_preset(spec.dataset.root) is None:
+        missing += _missing_data(spec)
+    for path, users in _pretrained_users(spec).items():
+        if not Path(path).is_file():
+            shown = sorted(set(users))
+            missing.append(
+                f"pretrained weights: {path!r} not found, needed by {len(users)} trial(s) "
+                f"({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}). "
+                "Download the checkpoint named in the spec's comments (Hara et al.'s Kinetics "
+                "checkpoints for the 3D ResNets) and put it there; the harness never downloads."
+            )
+    return missing
+
+
+def _missing_data(spec: Spec) -> list[str]:
+    section, missing = spec.dataset, []
+    paths = [section.root] + [p for p in (section.split_dir, section.annotations) if p]
+    absent = [p for p in paths if not Path(p).exists()]
+    if absent:
+        command = f"harness data check {section.name} --root {section.root}"
+        command += f" --split-dir {section.split_dir}" if section.split_dir else ""
+        missing.append(
+            f"dataset {section.name}: {', '.join(repr(p) for p in absent)} not found. Put the "
+            f"{DATASET_FILES.get(section.name, 'dataset')} there (or change dataset.root / "
+            f"dataset.split_dir), then check every split entry decodes with `{command}`. "
+            f"Optionally decode once to JPEG frames for faster loading: `harness data prepare "
+            f"{section.name} --root {section.root} --out <frames folder>`."
+        )
+    needs_flow = any(t.stream == "flow" for t in spec.trials)
+    if needs_flow and not (section.flow_root and Path(section.flow_root).exists()):
+        missing.append(
+            f"optical flow: dataset.flow_root {section.flow_root!r} not found; flow-stream "
+            f"trials need TSN-style flow images: `harness data flow {section.name} --root "
+            f"{section.root} --out {section.flow_root or '<flow folder>'}` (TV-L1)."
+        )
+    return missing
+
+
+def _pretrained_users(spec: Spec) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for trial in spec.trials:
+        path = spec.train_for(trial).pretrained
+        if path:
+            users.setdefault(path, []).append(f"{trial.backbone} f{trial.frames}")
+    return users
+
+
+def preflight(spec: Spec) -> None:
+    """Structural problems found before anything trains: a missing pretrained checkpoint, a
+    missing root, split files or split entries, a class count that does not match the data."""
+    for pretrained in dict.fromkeys(spec.train_for(t).pretrained for t in spec.trials):
+        if pretrained and not Path(pretrained).is_file():
+            raise SpecError(
+                f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} does not exist. "
+                "Give the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness "
+                "never downloads weights."
+            )
+    for split in dict.fromkeys(t.split for t in spec.trials):
+        config = dataset_config(spec, split)
+        lists, train, test = open_dataset(config)
+        require_present(config, train + test)
+        wrong = sorted({t.num_classes for t in spec.trials} - {len(lists.classes)})
+        if wrong:
+            raise SpecError(
+                f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match dataset "
+                f"{spec.dataset.name} split {split}, which has {len(lists.classes)} classes."
+            )

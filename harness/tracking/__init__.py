@@ -1,0 +1,19 @@
+"""Tracking: the one interface through which trials are logged and read back (`base`), the names
+of what a run holds (`schema`), provenance tags (`provenance`), and MLflow as the one
+implementation (`mlflow_store`, the only module that imports MLflow)."""
+
+from harness.tracking.base import NullRunLog, RunLog, RunRecord, Store
+from harness.tracking.mlflow_store import DEFAULT_URI, MlflowStore, tracking_uri
+from harness.tracking.schema import TRIAL_KEY_TAG
+
+
+def open_store(uri: str, experiment: str, *, create: bool = True) -> Store:
+    """The experiment `experiment` in the store at `uri` (created when new, unless `create` is
+    False: then LookupError)."""
+    return MlflowStore(uri, experiment, create=create)
+
+
+__all__ = [
+    "DEFAULT_URI", "NullRunLog", "RunLog", "RunRecord", "Store", "TRIAL_KEY_TAG", "open_store",
+    "tracking_uri",
+]  # fmt: skip

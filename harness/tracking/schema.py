@@ -1,0 +1,76 @@
+"""What a run holds, named once: the tag that finds a trial's run, the artifact files, and the
+final metrics. Training and fusion write results through `log_results`; reports read them with
+`per_video_scores` and `class_names`. Changing a name here changes it everywhere."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from harness.analysis.metrics import VideoMetrics, VideoScores
+from harness.tracking.base import RunLog, RunRecord
+
+TRIAL_KEY_TAG = "trial_key"
+SPEC_ARTIFACT = "spec.yaml"  # the resolved spec the run was made with
+PER_CLASS_ARTIFACT = "per_class.csv"  # class, accuracy
+CONFUSION_ARTIFACT = "confusion.csv"  # rows: true class; columns: predicted class
+SCORES_ARTIFACT = "per_video_scores.json"  # {"videos": {name: {label, scores}}, "unscored": []}
+WEIGHTS_FOLDER = "checkpoint"  # train.save_checkpoint logs the resume file here:
+WEIGHTS_ARTIFACT = f"{WEIGHTS_FOLDER}/last.pt"  # {"model": state_dict, ...}
+FUSED_FROM_TAGS = ("fused_rgb_run", "fused_flow_run")  # a two-stream run's two stream runs
+
+
+def replaced_artifact(epoch: int) -> str:
+    """The videos replaced in one training epoch because they failed to decode."""
+    return f"replaced/epoch{epoch:03d}.txt"
+
+
+def log_results(
+    log: RunLog, metrics: VideoMetrics, scores: VideoScores, classes: list[str], names: list[str]
+) -> None:
+    """Final metrics and the per-class, confusion and per-video-score artifacts of one run."""
+    log.log_metrics(
+        {
+            "clip_accuracy": metrics.clip_accuracy,
+            "video_top1": metrics.video_top1,
+            "video_top5": metrics.video_top5,
+            "mean_class_accuracy": metrics.mean_class_accuracy,
+            "videos_scored": metrics.videos_scored,
+            "videos_unscored": metrics.videos_unscored,
+        }
+    )
+    per_class = zip(classes, metrics.per_class_accuracy, strict=True)
+    log.log_text(_csv(["class", "accuracy"], per_class), PER_CLASS_ARTIFACT)
+    confusion = ([c, *row] for c, row in zip(classes, metrics.confusion.tolist(), strict=True))
+    log.log_text(_csv(["true \\ predicted", *classes], confusion), CONFUSION_ARTIFACT)
+    per_video = {
+        names[v]: {"label": int(scores.labels[v]), "scores": np.round(s, 6).tolist()}
+        for v, s in scores.scores.items()
+    }
+    unscored = [names[v] for v in scores.unscored]
+    log.log_text(json.dumps({"videos": per_video, "unscored": unscored}), SCORES_ARTIFACT)
+
+
+def per_video_scores(run: RunRecord) -> dict | None:
+    """`{"videos": {name: {"label", "scores"}}, "unscored": [names]}`, or None if not logged."""
+    return run.artifact_json(SCORES_ARTIFACT)
+
+
+def class_names(run: RunRecord) -> list[str]:
+    """The run's classes in label order, from its per-class artifact."""
+    rows = list(csv.reader(io.StringIO(run.artifact_text(PER_CLASS_ARTIFACT) or "")))
+    return [row[0] for row in rows[1:]]
+
+
+def _csv(header: list[str], rows: Iterable) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+    return buffer.getvalue()

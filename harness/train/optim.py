@@ -1,0 +1,67 @@
+"""What trains and how: the trainable parameters, the optimiser and the learning-rate schedule
+of a trial's `train` section (EAM §4.2: SGD, momentum 0.9, eq. 12's warm-up and steps; AARM §4.1:
+SGD; AdamW and cosine for short CPU runs)."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.config.sections import TrainSection
+from registry import ConfigError
+from registry.checkpoints import is_attention_key
+
+Schedule = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+def set_trainable(model: torch.nn.Module, trainable: str | list[str]) -> None:
+    """`all`, or names: `attention` (every attention module), or parameter prefixes (`layer4`)."""
+    if trainable == "all":
+        return
+    names = [trainable] if isinstance(trainable, str) else trainable
+    for key, parameter in model.named_parameters():
+        parameter.requires_grad = any(
+            is_attention_key(key) if name == "attention" else key.startswith(f"{name}.")
+            for name in names
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"train.trainable {names} selects no parameter of this model.")
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainSection) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+    )
+
+
+def eam_factor(epoch: int, warmup: int, milestones: list[int], gamma: float) -> float:
+    """EAM eq. 12 for 1-based epoch t = `epoch` + 1: t/warmup while warming up, then ×gamma per
+    milestone passed (lr = 1e-3·t/15 for t ≤ 15; 1e-3 to 45; 1e-4 to 75; 1e-5 to 100)."""
+    t = epoch + 1
+    if warmup and t <= warmup:
+        return t / warmup
+    return gamma ** sum(1 for m in milestones if t > m)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, train: TrainSection) -> Schedule:
+    """`constant`, `eam` (eq. 12), `cosine` over the epochs, or `plateau` on the training loss."""
+    if train.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=train.gamma, patience=2)
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
+    if train.schedule == "eam":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: eam_factor(e, train.warmup_epochs, train.milestones, train.gamma)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+
+
+def step_schedule(schedule: Schedule, loss: float) -> None:
+    """Advance the schedule by one epoch (a plateau schedule reads the epoch's loss)."""
+    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        schedule.step(loss)
+    else:
+        schedule.step()

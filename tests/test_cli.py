@@ -12,6 +12,7 @@ import pytest
 
 from harness.cli import main
 from registry import ATTENTION, BACKBONES
+from tests.conftest import ROOT
 
 TINY_SPEC = """
 name: tiny
@@ -120,3 +121,23 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert "Unknown backbone 'c4d'" in done.stderr and "Traceback" not in done.stderr
+
+
+RUN_FLAG_MISTAKES = {
+    "no jobs": (["--jobs", "0"], "--jobs 0: expected 1 or more trials at a time."),
+    "dask without scheduler": (["--backend", "dask"], "--backend dask needs --scheduler"),
+    "scheduler without dask": (["--scheduler", "tcp://host:8786"], "needs --backend dask"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_FLAG_MISTAKES))
+def test_run_flag_mistakes_exit_2_before_any_store_is_made(tmp_path, monkeypatch, capsys, case):
+    flags, expected = RUN_FLAG_MISTAKES[case]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: ./mlflow.db
+    assert main(["run", str(ROOT / "experiments" / "quickstart.yaml"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists()
+    assert list(tmp_path.iterdir()) == []  # no other store either (mlruns/)

@@ -159,6 +159,33 @@ def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, mon
     assert "HMDB-51 split 1" in markdown
 
 
+LABELS_SPEC = """
+name: labels
+model: {num_classes: 3, frames: 16, size: 112}
+grid:
+  backbone: [resnet3d_50, resnext3d_101, c3d, vgg16, resnet2d_18]
+  attention: [none, se, nonlocal, eam_t]
+  placement: [stage_output]
+exclude:  # no 2D Non-local or EAM-T
+  - {backbone: vgg16, attention: nonlocal}
+  - {backbone: vgg16, attention: eam_t}
+  - {backbone: resnet2d_18, attention: nonlocal}
+  - {backbone: resnet2d_18, attention: eam_t}
+"""
+
+
+def test_rows_are_named_by_the_registry_entries_display_names(tmp_path):
+    spec = load_spec(write_spec(tmp_path, LABELS_SPEC))
+    rows = report_rows(spec, {})
+    assert [row.label for row in rows] == [
+        "3D ResNet-50", "+ SE", "+ Non-local", "+ EAM-T",
+        "3D ResNeXt-101", "+ SE", "+ Non-local", "+ EAM-T",
+        "C3D", "+ SE", "+ Non-local", "+ EAM-T",
+        "VGG16", "+ SE", "ResNet-18", "+ SE",
+    ]  # fmt: skip
+    assert rows[3].name == "3D ResNet-50 + EAM-T" and rows[-1].name == "ResNet-18 + SE"
+
+
 def test_report_over_1000_runs_builds_in_under_10_seconds(tmp_path):
     spec = load_spec(
         write_spec(tmp_path, SEEDED_SPEC),

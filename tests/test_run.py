@@ -172,7 +172,7 @@ def final_metrics_or_partial(folder: Path) -> dict[str, dict]:
 BAD = {
     "unknown dataset": (
         "dataset: {name: kinetics, root: x}",
-        "key 'dataset.name' = 'kinetics' is not accepted: expected one of ucf101",
+        "key 'dataset.name': Unknown dataset 'kinetics'. Accepted values: folder, hmdb51",
     ),
     "dataset key typo": ("dataset: {name: synthetic, roots: x}", "unknown key 'roots' in dataset"),
     "train key typo": (

@@ -1,7 +1,8 @@
 """The training sections of a spec (`dataset`, `train`, `eval`, `tracking`) as typed dataclasses.
 
 Each field's type hint and default is the schema: `parse_section` rejects unknown keys and values
-of the wrong type, naming the key and the accepted values. Paths are kept as strings here and
+of the wrong type, naming the key and the accepted values; a field whose metadata names a
+`registry` (the dataset name) must be one of its names. Paths are kept as strings here and
 resolved relative to the working directory when a run starts.
 """
 
@@ -11,10 +12,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
+from harness.data.formats import FORMATS
 from registry import ConfigError
 from registry.options import check_value
-
-DATASET_NAMES = Literal["ucf101", "hmdb51", "synthetic", "folder"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class DatasetSection:
     """Where the data is and the clip protocol. `root: synthetic:tiny` generates that preset
     into the cache on first use."""
 
-    name: DATASET_NAMES
+    name: str = field(metadata={"registry": FORMATS})  # a dataset format (harness.data.formats)
     root: str
     split_dir: str | None = None
     annotations: str | None = None
@@ -94,6 +94,9 @@ def parse_section(cls: type, raw: Any, key: str) -> Any:
     for name, spec_field in known.items():
         if name in raw:
             values[name] = check_value(f"key '{key}.{name}'", hints[name], raw[name])
+            registry = spec_field.metadata.get("registry")
+            if registry is not None and values[name] not in registry:
+                raise ConfigError(f"key '{key}.{name}': {registry.unknown_message(raw[name])}")
         elif spec_field.default is MISSING and spec_field.default_factory is MISSING:
             raise ConfigError(f"key '{key}.{name}' is missing.")
     return cls(**values)

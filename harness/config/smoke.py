@@ -13,11 +13,12 @@ import copy
 import sys
 from typing import Any
 
+from registry import BACKBONES
+
 SMOKE_PRESET = "tiny"
 SMOKE_CLASSES = 5  # classes of the tiny preset
 SMOKE_VIDEOS_PER_CLASS = 2
 SMOKE_SIZE = 32  # crop side; backbones with a fixed input (C3D) keep theirs
-FIXED_SIZE_BACKBONES = {"c3d": 112}
 SHRUNK_TRAIN = {
     "epochs": 1, "batch_size": 4, "pretrained": None, "save_checkpoint": False,
     "warmup_epochs": 0,
@@ -67,6 +68,16 @@ def warn_dropped_weights(raw: dict) -> None:
 
 
 def _size(raw: dict) -> int:
+    """The smoke crop: `SMOKE_SIZE`, or the largest side a grid backbone's fixed input needs."""
     backbones = (raw.get("grid") or {}).get("backbone", [])
     backbones = backbones if isinstance(backbones, list) else [backbones]
-    return max([FIXED_SIZE_BACKBONES.get(b, SMOKE_SIZE) for b in backbones] or [SMOKE_SIZE])
+    return max([_fixed_side(b) or SMOKE_SIZE for b in backbones] or [SMOKE_SIZE])
+
+
+def _fixed_side(backbone: Any) -> int | None:
+    """The crop side of a backbone's `fixed_input` (C3D: 112), or None. A name that is not a
+    registered backbone has none here: validating the shrunk spec reports it, with the file."""
+    if not isinstance(backbone, str) or backbone not in BACKBONES:
+        return None
+    fixed = BACKBONES.get(backbone).fixed_input
+    return fixed[-1] if fixed else None

@@ -25,7 +25,10 @@ class Trial:
 
     @property
     def key(self) -> str:
-        """A stable, unique, readable identifier: `resnet3d_50-eam-stage_output-f16-k_c=3`."""
+        """A stable, unique, readable identifier, e.g.
+        `resnet3d_50-eam-stage_output-f16-s112-c51-k_c=3-split1-seed0` (backbone, attention,
+        placement, frames, size, classes, options in name order, then split and seed when the
+        spec trains)."""
         parts = [self.backbone, self.attention, self.placement.label, f"f{self.frames}"]
         parts += [f"s{self.size}", f"c{self.num_classes}"]
         parts += [f"{name}={value}" for name, value in self.options]

@@ -1,9 +1,10 @@
 """Torch datasets over resolved split entries: training clips, evaluation clips, TSN segments.
 
-Broken files never end a run. A training sample that fails to decode is replaced by another
-sample and reported (`failed` in the batch, so the count and the list reach the run's results).
-An evaluation clip that fails is marked unscored (`ok = 0`): the evaluation then names exactly the
-videos it could not score, instead of dropping them silently.
+A broken clip file does not end a run: a training clip that fails to decode is replaced by
+another sample and reported (`failed` in the batch, so the count and the list reach the run's
+results), and an evaluation clip that fails is marked unscored (`ok = 0`), so the evaluation names
+exactly the videos it could not score instead of dropping them silently. TSN segments (2D
+backbones) have no such guard yet: a frame or flow image that cannot be read fails the trial.
 """
 
 from __future__ import annotations

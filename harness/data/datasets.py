@@ -1,9 +1,11 @@
 """Datasets by name, resolved against the files on disk before anything trains.
 
-`open_dataset` finds the split lists, decides whether each entry is a video file or a JPEG frame
-folder (the official lists name `.avi` files; frame layouts drop the suffix), accepts both
-spellings of UCF101's `HandstandPushups`, and reports structural problems in one message naming
-the path, what was expected and the `harness data` command that helps.
+`open_dataset` reads the split lists through the dataset's format (`harness.data.formats`: one
+file per format, plugins through the `harness.datasets` entry point), decides whether each entry
+is a video file or a JPEG frame folder (the official lists name `.avi` files; frame layouts drop
+the suffix), accepts both spellings of UCF101's `HandstandPushups`, and reports structural
+problems in one message naming the path, what was expected and the `harness data` command that
+helps.
 """
 
 from __future__ import annotations
@@ -13,41 +15,13 @@ import json
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from harness.data.formats import FORMATS, DatasetConfig
 from harness.data.frames import rgb_frame_files
-from harness.data.splits import (
-    DataError,
-    SplitLists,
-    folder_split,
-    hara_annotation,
-    hmdb51_split,
-    mmaction_lists,
-    ucf101_split,
-)
+from harness.data.splits import DataError, SplitLists, hara_annotation, mmaction_lists
 from harness.data.video import VideoIndex, index_video
-
-DATASETS = ("ucf101", "hmdb51", "synthetic", "folder")
-DEFAULT_SPLIT_DIRS = {
-    "ucf101": "ucfTrainTestlist",
-    "synthetic": "ucfTrainTestlist",
-    "hmdb51": "testTrainMulti_7030_splits",
-}
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """Where a dataset is and which of its layouts to read."""
-
-    name: str
-    root: Path
-    split: int = 1
-    split_dir: Path | None = None
-    annotations: Path | None = None  # 3D-ResNets-PyTorch JSON over frame folders
-    train_list: Path | None = None  # mmaction2 lists
-    test_list: Path | None = None
-    split_file: Path | None = None  # `folder` datasets
 
 
 @dataclass(frozen=True)
@@ -62,8 +36,8 @@ class Entry:
 
 def open_dataset(config: DatasetConfig) -> tuple[SplitLists, list[Entry], list[Entry]]:
     """The split lists and their train/test entries resolved on disk."""
-    if config.name not in DATASETS:
-        raise DataError(f"Unknown dataset {config.name!r}. Accepted values: {', '.join(DATASETS)}.")
+    if config.name not in FORMATS:
+        raise DataError(FORMATS.unknown_message(config.name))
     if not config.root.is_dir():
         raise DataError(
             f"Dataset root {str(config.root)!r} does not exist or is not a folder. Expected the "
@@ -93,29 +67,25 @@ def require_present(config: DatasetConfig, entries: list[Entry]) -> None:
 
 
 def read_lists(config: DatasetConfig) -> SplitLists:
+    """The split's lists: another tool's lists when given (they replace the format's own), else
+    the format's, read from its split folder."""
     if config.annotations is not None:
         return hara_annotation(config.annotations)
     if config.train_list is not None or config.test_list is not None:
         if config.train_list is None or config.test_list is None:
             raise DataError("mmaction2 lists need both --train-list and --test-list.")
         return mmaction_lists(config.train_list, config.test_list)
-    if config.name == "folder":
-        if config.split_file is None:
-            raise DataError(
-                "A 'folder' dataset needs --split-file ('<class>/<video> train|test' lines)."
-            )
-        return folder_split(config.split_file)
-    if config.split not in (1, 2, 3):
-        raise DataError(
-            f"Split {config.split} does not exist: {config.name} has splits 1, 2 and 3."
-        )
-    split_dir = config.split_dir or _default_split_dir(config)
-    reader = hmdb51_split if config.name == "hmdb51" else ucf101_split
-    return reader(split_dir, config.split)
+    dataset = FORMATS.get(config.name)
+    if dataset.splits and config.split not in dataset.splits:
+        *first, last = map(str, dataset.splits)
+        listed = f"{', '.join(first)} and {last}" if first else last
+        raise DataError(f"Split {config.split} does not exist: {config.name} has splits {listed}.")
+    if dataset.split_folder is not None and config.split_dir is None:
+        config = replace(config, split_dir=_default_split_dir(config, dataset.split_folder))
+    return dataset.read_lists(config)
 
 
-def _default_split_dir(config: DatasetConfig) -> Path:
-    folder = DEFAULT_SPLIT_DIRS[config.name]
+def _default_split_dir(config: DatasetConfig, folder: str) -> Path:
     for candidate in (config.root / folder, config.root.parent / folder):
         if candidate.is_dir():
             return candidate

@@ -9,15 +9,9 @@ from pathlib import Path
 
 from harness.config import Spec, SpecError
 from harness.data.datasets import open_dataset, require_present
+from harness.data.formats import FORMATS
 from harness.data.synthetic import synthetic_preset
 from harness.train.inputs import dataset_config
-
-DATASET_FILES = {
-    "hmdb51": "HMDB-51 videos as <class>/<clip>.avi, and the official split files "
-    "(testTrainMulti_7030_splits/<class>_test_split<k>.txt)",
-    "ucf101": "UCF101 videos as <Class>/v_<Class>_gXX_cYY.avi, and the official split files "
-    "(ucfTrainTestlist/classInd.txt, trainlist0k.txt, testlist0k.txt)",
-}
 
 
 def readiness(spec: Spec) -> list[str]:
@@ -40,14 +34,16 @@ def readiness(spec: Spec) -> list[str]:
 
 def _missing_data(spec: Spec) -> list[str]:
     section, missing = spec.dataset, []
-    paths = [section.root] + [p for p in (section.split_dir, section.annotations) if p]
+    given = (section.split_dir, section.annotations, section.split_file)
+    paths = [section.root] + [p for p in given if p]
     absent = [p for p in paths if not Path(p).exists()]
     if absent:
         command = f"harness data check {section.name} --root {section.root}"
         command += f" --split-dir {section.split_dir}" if section.split_dir else ""
+        command += f" --split-file {section.split_file}" if section.split_file else ""
         missing.append(
             f"dataset {section.name}: {', '.join(repr(p) for p in absent)} not found. Put the "
-            f"{DATASET_FILES.get(section.name, 'dataset')} there (or change dataset.root / "
+            f"{FORMATS.get(section.name).description} there (or change dataset.root / "
             f"dataset.split_dir), then check every split entry decodes with `{command}`. "
             f"Optionally decode once to JPEG frames for faster loading: `harness data prepare "
             f"{section.name} --root {section.root} --out <frames folder>`."

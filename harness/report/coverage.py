@@ -17,6 +17,7 @@ import yaml
 from tabulate import tabulate
 
 from harness.config import load_spec, result_keys
+from harness.data.synthetic import synthetic_preset
 from harness.report.rows import ReportRow, report_rows
 from harness.tracking import open_store, tracking_uri
 
@@ -77,7 +78,7 @@ def _rows(spec, uri: str | None, *, smoke: bool) -> list[ReportRow]:
 def _state(row: ReportRow, smoke_row: ReportRow | None, spec) -> str:
     if row.cited:
         return "cited"
-    real_data = spec.dataset is not None and not spec.dataset.root.startswith("synthetic:")
+    real_data = spec.dataset is not None and synthetic_preset(spec.dataset.root) is None
     if row.runs and real_data:
         return f"run on real data ({len(row.runs)}/{len(row.trials)} runs)"
     if smoke_row is not None and smoke_row.runs:

@@ -7,21 +7,16 @@ method the spec only quotes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from harness.config import Spec, Trial, TwoStream, two_stream_pairs
 from harness.tracking import RunRecord
-from registry import ATTENTION
+from registry import ATTENTION, BACKBONES
 from registry.options import options_of
 
 ATTENTION_FIELDS = ("attention", "placement")  # plus the attention module's own options
-ATTENTION_NAMES = {
-    "se": "SE", "eca": "ECA", "cbam": "CBAM", "eam": "EAM", "eam_s": "EAM-S", "eam_t": "EAM-T",
-    "aarm": "AARM", "cam": "CAM", "stam": "STAM", "nonlocal": "Non-local",
-}  # fmt: skip
 
 
 @dataclass
@@ -58,6 +53,12 @@ class ReportRow:
 
     def runs_on(self, split: int) -> list[RunRecord]:
         return [r for r in self.runs if self.trial_of(r).split == split]
+
+    @property
+    def has_network(self) -> bool:
+        """False for cited rows and fused two-stream rows, which have no network of their own
+        to build (a fused row averages its two streams' scores)."""
+        return not self.cited and self.fields.get("stream") != "two-stream"
 
 
 def report_rows(spec: Spec, runs: dict[str, RunRecord]) -> list[ReportRow]:
@@ -128,7 +129,7 @@ def _label(spec: Spec, rows: list[ReportRow]) -> None:
         if attention == "none":
             row.name = row.label = backbone
         else:
-            module = ATTENTION_NAMES.get(attention, attention) + _details(row, varying)
+            module = ATTENTION.get(attention).display_name + _details(row, varying)
             row.name = f"{backbone} + {module}"
             row.label = f"+ {module}" if group == previous_group else row.name
         row.label = printed or row.label
@@ -143,7 +144,7 @@ def _varying_fields(rows: list[ReportRow]) -> set[str]:
 
 
 def _backbone_label(row: ReportRow, varying: set[str]) -> str:
-    name = _backbone_name(row.fields["backbone"])
+    name = BACKBONES.get(row.fields["backbone"]).display_name
     if "stream" in varying:
         name += {"rgb": " RGB", "flow": " flow", "two-stream": " two-stream"}[row.fields["stream"]]
     extras = [
@@ -162,14 +163,3 @@ def _details(row: ReportRow, varying: set[str]) -> str:
         if key in varying and key not in backbone and key != "attention"
     ]
     return f" ({', '.join(extras)})" if extras else ""
-
-
-def _backbone_name(name: str) -> str:
-    """`resnet3d_50` → `3D ResNet-50`, `resnext3d_101` → `3D ResNeXt-101`, `resnet2d_18` →
-    `ResNet-18`; other names unchanged."""
-    found = re.fullmatch(r"(resnet|resnext)(2d|3d)_(\d+)", name)
-    if not found:
-        return {"vgg16": "VGG16", "c3d": "C3D"}.get(name, name)
-    family = {"resnet": "ResNet", "resnext": "ResNeXt"}[found[1]]
-    prefix = "3D " if found[2] == "3d" else ""
-    return f"{prefix}{family}-{found[3]}"

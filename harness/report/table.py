@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from harness.analysis.complexity import MACS_NOTE
 from harness.config.spec import Spec
+from harness.data.synthetic import synthetic_preset
 from harness.report.rows import ReportRow
 
 DATASET_NAMES = {"hmdb51": "HMDB-51", "ucf101": "UCF-101", "kinetics": "Kinetics"}
@@ -57,9 +59,32 @@ def dataset_label(spec: Spec) -> str:
     """What the accuracy was measured on; synthetic data is never named after a real dataset."""
     if spec.dataset is None:
         return ""
-    if spec.dataset.root.startswith("synthetic:"):
-        return f"synthetic ({spec.dataset.root.removeprefix('synthetic:')})"
+    preset = synthetic_preset(spec.dataset.root)
+    if preset is not None:
+        return f"synthetic ({preset})"
     return DATASET_NAMES.get(spec.dataset.name, spec.dataset.name)
+
+
+def table_notes(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> str:
+    """The bullet list under the table: what accuracy and GFLOPs mean, and where they came from."""
+    lines = [
+        "Accuracy: video top-1 (%) averaged over clips per video; ours is mean ± sample std over "
+        "seeds (n runs). Δ = ours − paper, shown only where the data is the paper's.",
+        f"GFLOPs: the paper convention; {MACS_NOTE}",
+    ]
+    if counted:
+        lines.append(
+            "Param. and GFLOPs of rows without a finished run were counted by fvcore when this "
+            "report was built; they do not depend on training."
+        )
+    if any(row.cited for row in rows):
+        lines.append("Cited rows are other methods as the paper reports them, not run here.")
+    if spec.dataset is not None and synthetic_preset(spec.dataset.root) is not None:
+        lines.append(
+            f"Our accuracy is on {dataset_label(spec)} data, not on a dataset of the paper: "
+            "it is not comparable with the paper's accuracy columns."
+        )
+    return "\n".join(f"- {line}" for line in lines)
 
 
 def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list[Column]:
@@ -71,7 +96,7 @@ def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list
     ]
     measured_keys: set[str] = set()
     if spec.dataset is not None:
-        real = not spec.dataset.root.startswith("synthetic:")
+        real = synthetic_preset(spec.dataset.root) is None
         name, label = spec.dataset.name, dataset_label(spec)
         splits = spec.dataset.splits
         for split in splits:

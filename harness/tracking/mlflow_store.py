@@ -11,8 +11,6 @@ explicit run ids, so no process-wide "active run" is involved.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import tempfile
 import time
 import warnings
@@ -31,29 +29,13 @@ with warnings.catch_warnings():  # MLflow's import under SQLAlchemy 2.1 warns
 
 from harness.tracking.base import RunLog, RunRecord, Store
 from harness.tracking.schema import TRIAL_KEY_TAG
+from harness.tracking.uri import absolute_sqlite
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 PAGE = 10_000  # runs per search page
 PARAM_LIMIT = 500  # characters MLflow keeps of a param value
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
-    """The store to use: `--tracking-uri`, else the spec's, else `MLFLOW_TRACKING_URI`, else
-    the local SQLite file."""
-    return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def absolute_sqlite(uri: str) -> str:
-    """`sqlite:///mlflow.db` made absolute against the working directory (other URIs as they
-    are), so every process and every later call opens the same file. MLflow caches stores by URI
-    string: a relative URI would keep pointing at the file of whichever folder opened it first."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
-    return uri
 
 
 class MlflowRunLog(RunLog):
@@ -166,14 +148,6 @@ class MlflowStore(Store):
             dict(run.data.metrics), dict(run.data.tags), dict(run.data.params),
             run.info.artifact_uri, self,
         )  # fmt: skip
-
-
-def ui_command(uri: str, port: int) -> list[str]:
-    """The MLflow UI for the store at `uri`, on 127.0.0.1 only."""
-    return [
-        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", absolute_sqlite(uri),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
 
 
 def _local_root(uri: str) -> Path | None:

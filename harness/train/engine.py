@@ -1,6 +1,7 @@
 """Training and evaluation loops: short, explicit, read top to bottom.
 
-On a GPU, steps run under bf16 autocast with channels-last memory; on the CPU, plain fp32. A loss
+On a GPU, steps run under bf16 autocast and 5D inputs are converted to channels-last memory (the
+weights stay in the default layout, so each convolution converts); on the CPU, plain fp32. A loss
 that is NaN or infinite ends the trial with `NonFiniteLoss` naming the epoch and step. Samples
 that failed to decode and were replaced come back from the loader in `failed` and are returned,
 so the run can log how many and which.

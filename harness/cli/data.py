@@ -1,4 +1,5 @@
-"""`harness data …` sub-commands: synth, check, prepare, flow."""
+"""`harness data synth|check|prepare|flow`, and the arguments that locate a dataset (shared with
+`harness bench data`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import time
 from pathlib import Path
 
 from harness.data.check import check_dataset, summary
-from harness.data.datasets import DATASETS, DatasetConfig
+from harness.data.datasets import DatasetConfig
+from harness.data.formats import FORMATS
 from harness.data.prepare import compute_flow, flow_method, prepare_frames
 from harness.data.synthetic import PRESETS, write_synthetic
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that locate a dataset (shared with `harness bench data`)."""
-    parser.add_argument("dataset", choices=DATASETS, help="dataset name")
+    parser.add_argument("dataset", choices=FORMATS, help="a registered dataset format")
     parser.add_argument("--root", type=Path, required=True, help="videos or frame folders")
     parser.add_argument("--split", type=int, default=1, help="official split 1, 2 or 3")
     parser.add_argument("--split-dir", type=Path, help="folder of the official split files")
@@ -41,7 +43,7 @@ def dataset_config(args: argparse.Namespace) -> DatasetConfig:
     )
 
 
-def add_data_commands(commands) -> None:
+def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="datasets: synthesise, check, prepare, optical flow")
     sub = data.add_subparsers(required=True, metavar="DATA_COMMAND")
 

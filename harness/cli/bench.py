@@ -1,0 +1,67 @@
+"""`harness bench data` (data pipeline throughput against raw decoding) and `harness bench train`
+(training clips/s, MFU, speed-up over plain fp32)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from harness.cli.data import add_dataset_arguments, dataset_config
+from harness.data.bench import bench_data, format_bench
+from harness.data.clips import ClipProtocol
+from harness.train.bench import bench_train, format_bench_train
+
+
+def add_bench_commands(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(required=True, metavar="BENCH_COMMAND")
+
+    data = bench_commands.add_parser("data", help="data pipeline throughput vs raw decoding")
+    add_dataset_arguments(data)
+    data.add_argument("--prepared", type=Path, help="the same dataset after 'harness data prepare'")
+    data.add_argument("--frames", type=int, default=16, help="clip length")
+    data.add_argument("--size", type=int, default=112, help="crop size")
+    data.add_argument("--videos", type=int, default=48, help="videos to sample")
+    data.add_argument("--clips", type=int, default=96, help="clips per measurement")
+    data.add_argument("--json", action="store_true")
+    data.set_defaults(command=_bench_data)
+
+    train = bench_commands.add_parser("train", help="training throughput, MFU, vs plain fp32")
+    train.add_argument("backbone", help="a registered backbone, e.g. resnet3d_50")
+    train.add_argument("--attention", default="none")
+    train.add_argument("--placement", default="none", help="e.g. stage_output")
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--frames", type=int, default=16)
+    train.add_argument("--size", type=int, default=112)
+    train.add_argument("--steps", type=int, default=10, help="measured steps per loop")
+    train.add_argument("--compile", action="store_true", help="torch.compile the optimised loop")
+    train.add_argument("--device", default=None, help="default: cuda if present")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(command=_bench_train)
+
+
+def _bench_data(args: argparse.Namespace) -> int:
+    workers = args.workers or 2
+    results = bench_data(
+        dataset_config(args),
+        protocol=ClipProtocol(frames=args.frames, size=args.size),
+        workers=workers,
+        videos=args.videos,
+        clips=args.clips,
+        prepared_root=args.prepared,
+    )
+    print(json.dumps(results, indent=2) if args.json else format_bench(results))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    result = bench_train(
+        args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,
+        frames=args.frames, size=args.size, steps=args.steps, compile_model=args.compile,
+        device=torch.device(args.device) if args.device else None,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
+    return 0

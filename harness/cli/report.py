@@ -1,0 +1,83 @@
+"""`harness report` (tables, significance and charts from MLflow) and `harness coverage` (every
+paper table row, its spec and state)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.config.spec import load_spec
+from harness.tracking import open_store, tracking_uri
+from registry import ConfigError
+
+
+def add_report_commands(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="tables, significance and charts from MLflow")
+    report.add_argument("spec", nargs="?", help="experiment spec (YAML)")
+    report.add_argument("--all", action="store_true", help="every spec in experiments/")
+    report.add_argument("--out", type=Path, help="output folder (default reports/<spec name>/)")
+    report.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="the overrides the runs were made with, e.g. --set train.seeds=[0,1]",
+    )  # fmt: skip
+    report.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    report.add_argument(
+        "--no-count", action="store_true",
+        help="leave Param./GFLOPs of rows without runs empty instead of counting them",
+    )  # fmt: skip
+    report.add_argument("--videos", type=int, default=3, help="test videos in Fig. 7 and 8")
+    report.add_argument("--smoke", action="store_true", help="report the spec's --smoke runs")
+    report.set_defaults(command=_report)
+
+    cover = commands.add_parser("coverage", help="every paper table row, its spec and state")
+    cover.add_argument("--out", type=Path, default=Path("reports/coverage.md"))
+    cover.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    cover.set_defaults(command=_coverage)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import build_report  # matplotlib and seaborn: loaded only to report
+
+    if args.all == bool(args.spec):
+        raise ConfigError("harness report: give one spec file or --all (every experiments/*.yaml).")
+    if args.all and args.out:
+        raise ConfigError("harness report --all writes reports/<spec name>/; drop --out.")
+    paths = sorted(Path("experiments").glob("*.yaml")) if args.all else [Path(args.spec)]
+    if not paths:
+        raise ConfigError("harness report --all: no experiments/*.yaml in the current folder.")
+    specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
+    for spec in specs:
+        uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+        out = args.out or Path("reports") / spec.name
+        report = build_report(spec, open_store(uri, spec.name), out, count=not args.no_count,
+                              videos=args.videos)  # fmt: skip
+        print(
+            f"{spec.name}: {report.count('done')} done, {report.count('pending')} pending, "
+            f"{len(report.rows) - report.count('done') - report.count('pending')} other rows; "
+            f"{len(report.files)} files in {out}/ ({report.seconds:.1f} s)"
+        )
+        for note in report.notes:
+            print(f"  not drawn: {note}")
+    return 0
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    from harness.report.coverage import coverage, coverage_markdown  # see _report
+
+    experiments = Path("experiments")
+    if not (experiments / "papers").is_dir():
+        raise ConfigError(
+            "harness coverage: run it from the repository root (experiments/papers/)."
+        )
+    lines = coverage(experiments, args.tracking_uri)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(coverage_markdown(lines, tracking_uri(args.tracking_uri, None)))
+    unmapped = [
+        f"{line.paper} Table {line.table}: {line.row} ({line.spec})"
+        for line in lines
+        if line.state == "UNMAPPED"
+    ]
+    print(f"{len(lines)} table rows, {len(unmapped)} unmapped; written to {args.out}")
+    for line in unmapped:
+        print(f"  unmapped: {line}")
+    return 1 if unmapped else 0

@@ -1,0 +1,81 @@
+"""`harness run`: train, evaluate and log every trial of a spec (MLflow)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from harness.config.smoke import warn_dropped_weights
+from harness.config.spec import load_spec, select_trials
+from harness.execute.sweep import run_spec
+from harness.tracking import open_store, tracking_uri
+from harness.train.distributed import barrier, init_from_env
+from registry import ConfigError
+
+
+def add_run_command(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="train, evaluate and log every trial of a spec")
+    run.add_argument("spec", help="experiment spec (YAML), e.g. experiments/quickstart.yaml")
+    run.add_argument("--dry-run", action="store_true", help="list the trials and which are done")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.epochs=2 (repeatable)",
+    )  # fmt: skip
+    run.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--smoke", action="store_true",
+        help="the same grid shrunk to a short CPU run on synthetic data (experiment <name>_smoke)",
+    )  # fmt: skip
+    run.add_argument("--jobs", type=int, default=1, help="trials in parallel (local processes)")
+    run.add_argument(
+        "--backend", choices=("local", "dask"), default="local",
+        help="dask: submit trials to the Dask cluster at --scheduler",
+    )  # fmt: skip
+    run.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    run.add_argument(
+        "--trial", action="append", default=[], metavar="KEY",
+        help="run only trials whose key matches (shell pattern, e.g. '*-eam-*'; repeatable)",
+    )  # fmt: skip
+    run.set_defaults(command=_run)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flag mistakes, caught before anything joins a process group or creates a store."""
+    if (args.backend == "dask") != bool(args.scheduler):
+        raise ConfigError("--backend dask needs --scheduler tcp://HOST:PORT, and --scheduler "
+                          "needs --backend dask.")  # fmt: skip
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected 1 or more trials at a time.")
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_flags(args)
+    if args.smoke:
+        warn_dropped_weights(load_spec(args.spec, args.set).resolved)
+    spec = select_trials(load_spec(args.spec, args.set, smoke=args.smoke), args.trial)
+    uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+    started = time.perf_counter()
+    group = init_from_env()  # under torchrun: one DDP trial over the ranks
+    if not group.main:
+        barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
+    store = open_store(uri, spec.name)
+    if group.main:
+        barrier()
+    summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
+                       jobs=args.jobs, scheduler=args.scheduler)  # fmt: skip
+    minutes = (time.perf_counter() - started) / 60
+    print(
+        f"\n{spec.name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped "
+        f"(already finished), {len(summary.failed)} failed, "
+        f"{len(spec.trials) - len(summary.finished) - len(summary.skipped) - len(summary.failed)} "
+        f"to do; {minutes:.1f} min; runs in {uri} (experiment {spec.name!r})"
+    )
+    if summary.fused:
+        print(f"  two-stream results fused and logged: {len(summary.fused)}")
+    for key, reason in summary.failed.items():
+        print(f"  failed {key}: {reason}")
+    if summary.missing:
+        print(f"\nNot ready to run {spec.path} on this machine:")
+        print("\n".join(f"- {line}" for line in summary.missing))
+    return 1 if summary.failed else 0

@@ -1,0 +1,84 @@
+"""The report's README.md: what was run where, the tables, every file and every figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import Spec
+from harness.report.figures import FIGURES
+from harness.report.rows import ReportRow
+from harness.report.table import dataset_label
+
+
+def readme(
+    spec: Spec,
+    out: Path,
+    rows: list[ReportRow],
+    files: list[Path],
+    notes: list[str],
+    *,
+    table: str,
+    significance_md: str,
+) -> str:
+    """The README of a report in `out` that wrote `files` (`notes`: figures not drawn)."""
+    lines = [
+        *_header(spec, rows),
+        "",
+        table,
+        "",
+        *(["## Against the baseline", "", significance_md, ""] if significance_md else []),
+        "## Files",
+        "",
+        *(
+            f"- [{p.relative_to(out)}]({p.relative_to(out)})"
+            for p in files
+            if p.parent != out or p.suffix != ".png"
+        ),  # fmt: skip
+        *_figures(out, [p for p in files if p.suffix == ".png"]),
+    ]
+    if notes:
+        lines += ["", "## Not drawn", "", *(f"- {note}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _header(spec: Spec, rows: list[ReportRow]) -> list[str]:
+    """Title, provenance, the dataset actually used, row states, hardware and code commit."""
+    runs = [run for row in rows for run in row.runs]
+    devices = sorted({run.tags.get("device", "unknown") for run in runs})
+    commits = sorted({run.tags.get("git_commit", "unknown")[:12] for run in runs})
+    data = dataset_label(spec) or "none (a profile-only spec: complexity only, nothing trained)"
+    splits = f", splits {spec.dataset.splits}" if spec.dataset else ""
+    states = {s: sum(1 for row in rows if row.state == s) for s in ("done", "pending", "cited")}
+    partial = len(rows) - sum(states.values())
+    return [
+        f"# {spec.description or spec.name}",
+        "",
+        f"Built by `harness report {spec.path}` from the MLflow experiment `{spec.name}`. "
+        "Rebuild it with the same command; nothing here is edited by hand.",
+        "",
+        f"- Dataset actually used: **{data}**{splits}.",
+        f"- Rows: {states['done']} done, {partial} partly run, {states['pending']} pending, "
+        f"{states['cited']} cited.",
+        f"- Hardware of the runs: {', '.join(devices) or 'no runs yet'}.",
+        f"- Code commit of the runs: {', '.join(commits) or 'no runs yet'}.",
+    ]
+
+
+def _figures(out: Path, pictures: list[Path]) -> list[str]:
+    """A section per PNG, headed by its figure family's title and subject."""
+    if not pictures:
+        return []
+    lines = ["", "## Figures", ""]
+    for path in pictures:
+        relative = path.relative_to(out)
+        lines += [f"### {_figure_title(path.stem)}", "", f"![{path.stem}]({relative})", ""]
+    return lines
+
+
+def _figure_title(stem: str) -> str:
+    """`gradcam_3d_resnet_10` → `Grad-CAM (EAM Fig. 8): 3d_resnet_10`."""
+    for family in FIGURES:
+        if stem.startswith(f"{family.kind}_"):
+            return f"{family.title}: {stem.removeprefix(f'{family.kind}_')}"
+    kind, _, subject = stem.partition("_")
+    return f"{kind}: {subject}"

@@ -196,3 +196,14 @@ def test_every_module_preserves_shape_and_is_differentiable(cls, dims):
     assert x.grad is not None and torch.isfinite(x.grad).all()
     for name, param in module.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("cls, dims", list(_module_cases()))
+def test_every_module_backpropagates_the_derivative_of_its_output(cls, dims):
+    # Autograd against float64 finite differences (fast mode: random projections). A module that
+    # detaches a path or routes its gradient wrongly fails here even when its outputs are right.
+    shape = (2, 16, 3, 4, 5) if dims == 3 else (2, 16, 4, 5)
+    module = cls(16).double()
+    prepare_gradient_check(module)  # STAM's random highlight pick off
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (x,), fast_mode=True)

@@ -2,7 +2,10 @@
 
 The files are built here in both release layouts, with the real key names and shapes: a 2018
 file (`module.` prefix, no `num_batches_tracked`, 400 classes) and a 2020 file (no prefix,
-700 classes).
+700 classes). Their keys and shapes come from the backbone built on the meta device and their
+values are drawn directly, so no network is initialised only to be overwritten; a file that must
+be refused before any value is read holds keys and shapes only, and its target model is built on
+the meta device too.
 """
 
 from __future__ import annotations
@@ -47,15 +50,46 @@ OPTIONS = {"resnet3d_18": {"shortcut": "A"}}
 ARCH = {"resnet3d_50": "resnet-50", "resnext3d_101": "resnext-101", "resnet3d_18": "resnet-18"}
 
 
-def write_release(path: Path, backbone: str, layout: str) -> dict[str, torch.Tensor]:
-    """A checkpoint in a 3D-ResNets-PyTorch release layout, with random weights."""
-    classes = 400 if layout == "2018" else 700
-    source = build_model(backbone, num_classes=classes, **OPTIONS.get(backbone, {}))
-    with torch.no_grad():
-        for tensor in source.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.uniform_(-1, 1)
-    state = source.state_dict()
+def layout(backbone: str, classes: int) -> dict[str, torch.Tensor]:
+    """The backbone's state dict built on the meta device: its keys and shapes, no values."""
+    with torch.device("meta"):
+        model = build_model(backbone, num_classes=classes, **OPTIONS.get(backbone, {}))
+    return model.state_dict()
+
+
+def release_state(backbone: str, layout_name: str) -> dict[str, torch.Tensor]:
+    """Random weights for the release's class count (`num_batches_tracked` 0)."""
+    classes = 400 if layout_name == "2018" else 700
+    return {
+        key: torch.empty(value.shape).uniform_(-1, 1)
+        if value.is_floating_point()
+        else torch.zeros(value.shape, dtype=value.dtype)
+        for key, value in layout(backbone, classes).items()
+    }
+
+
+def keys_and_shapes(backbone: str, classes: int) -> dict[str, torch.Tensor]:
+    """The state dict's keys and shapes, each tensor a broadcast zero (bytes on disk): enough for
+    a file that is refused before any value is read."""
+    return {
+        key: torch.zeros((), dtype=value.dtype).expand(value.shape)
+        for key, value in layout(backbone, classes).items()
+    }
+
+
+def refusal(path: Path, backbone: str, **options) -> str:
+    """The error that loading `path` into `backbone` raises. Every refusal comes before a value
+    is copied, so the model is built on the meta device."""
+    with pytest.raises(CheckpointError) as caught, torch.device("meta"):
+        build_model(backbone, num_classes=51, pretrained=path, **options)
+    return str(caught.value)
+
+
+def write_release(
+    path: Path, backbone: str, layout: str, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """A checkpoint in a 3D-ResNets-PyTorch release layout, with random weights unless `state`."""
+    state = release_state(backbone, layout) if state is None else state
     optimizer = {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]}
     if layout == "2018":
         saved = {
@@ -98,7 +132,7 @@ def test_release_layouts_load_with_a_new_head(tmp_path, backbone, layout):
     for key, value in saved.items():
         key = key.removeprefix("module.")
         if not key.startswith("fc."):
-            torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
+            assert torch.equal(loaded[key], value), key
             compared.add(key)
     tracked = layout == "2020"  # the 2018 release has no num_batches_tracked entries
     backbone_keys = {
@@ -116,26 +150,23 @@ def test_attention_modules_keep_their_initialisation(tmp_path):
     model = build_model(
         "resnet3d_50", attention="se", placement="block", num_classes=51, pretrained=path
     )
+    initial = fresh.state_dict()
     for key, value in model.state_dict().items():
         if ".attention." in key:
-            torch.testing.assert_close(value, fresh.state_dict()[key])
+            assert torch.equal(value, initial[key]), key
         elif not key.startswith("fc.") and "num_batches" not in key:
-            torch.testing.assert_close(value, saved[f"module.{key}"])
+            assert torch.equal(value, saved[f"module.{key}"]), key
 
 
 def test_wrong_architecture_lists_every_bad_key(tmp_path):
-    path = tmp_path / "resnet-18-B.pth"
-    write_release(path, "resnet3d_18", "2020")  # shortcut A file…
-    with pytest.raises(CheckpointError) as caught:  # …into a shortcut-B model
-        build_model("resnet3d_18", num_classes=51, pretrained=path, shortcut="B")
-    message = str(caught.value)
+    path = tmp_path / "resnet-18-A.pth"
+    write_release(path, "resnet3d_18", "2020", keys_and_shapes("resnet3d_18", 700))
+    message = refusal(path, "resnet3d_18", shortcut="B")  # a shortcut-A file, a shortcut-B model
     assert "Missing keys (15)" in message and "layer2.0.downsample.0.weight" in message
     assert "Unexpected keys (0)" in message
     path34 = tmp_path / "resnet-34.pth"
-    torch.save({"state_dict": build_model("resnet3d_34", num_classes=400).state_dict()}, path34)
-    with pytest.raises(CheckpointError) as caught:
-        build_model("resnet3d_50", num_classes=51, pretrained=path34)
-    message = str(caught.value)
+    torch.save({"state_dict": keys_and_shapes("resnet3d_34", 400)}, path34)
+    message = refusal(path34, "resnet3d_50")
     assert "Unexpected keys" in message and "Shape mismatches" in message
     assert "layer1.0.conv1.weight: file (64, 64, 3, 3, 3) vs model (64, 64, 1, 1, 1)" in message
     assert "\n" not in message
@@ -153,8 +184,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "payload": _RunsCode(marker)}, path)
-    with pytest.raises(CheckpointError, match="Refused to load"):
-        build_model("resnet3d_18", num_classes=5, pretrained=path)
+    assert "Refused to load" in refusal(path, "resnet3d_18")
     assert not marker.exists()
 
 
@@ -166,12 +196,10 @@ def test_missing_or_malformed_files(tmp_path, content, message):
     path = tmp_path / "weights.pth"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=message):
-        build_model("resnet3d_18", num_classes=5, pretrained=path)
+    assert message in refusal(path, "resnet3d_18")
 
 
 def test_a_file_without_tensors_is_named(tmp_path):
     path = tmp_path / "list.pth"
     torch.save([1, 2, 3], path)
-    with pytest.raises(CheckpointError, match="holds no state dict"):
-        build_model("resnet3d_18", num_classes=5, pretrained=path)
+    assert "holds no state dict" in refusal(path, "resnet3d_18")

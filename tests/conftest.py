@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# One thread per test process, and for the `python -m harness` processes tests start: the suite
+# runs on two cores in two workers (pytest-xdist), and its tensors are tiny, where a second
+# intra-op thread costs more in synchronisation than it gains (5-10x slower under load).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

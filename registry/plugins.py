@@ -30,13 +30,15 @@ def load_plugins() -> list[str]:
     stderr and skipped, so one bad package cannot disable the harness."""
     added = []
     for point in entry_points(group=ATTENTION_GROUP):
-        added += _guarded(point, _add_attention)
+        added += register_guarded(point, _add_attention)
     for point in entry_points(group=BACKBONE_GROUP):
-        added += _guarded(point, _add_backbone)
+        added += register_guarded(point, _add_backbone)
     return added
 
 
-def _guarded(point, add) -> list[str]:
+def register_guarded(point, add) -> list[str]:
+    """`[add(point.name, loaded object)]`, or `[]` with a warning on stderr when loading or
+    registering the entry point fails (used for every plugin group, datasets' included)."""
     try:
         return [add(point.name, point.load())]
     except Exception as error:  # any failure inside third-party code

@@ -11,11 +11,11 @@ Specs (`dataset.name`), `harness data …` and the missing-data messages all rea
 
 from __future__ import annotations
 
-import sys
 from importlib.metadata import entry_points
 
 from harness.data.formats import folder, hmdb51, synthetic, ucf101
 from harness.data.formats.base import FORMATS, DatasetConfig, DatasetFormat
+from registry.plugins import register_guarded
 
 DATASET_GROUP = "harness.datasets"
 
@@ -28,14 +28,7 @@ def load_plugins() -> list[str]:
     reported on stderr and skipped, so one bad package cannot disable the harness."""
     added = []
     for point in entry_points(group=DATASET_GROUP):
-        try:
-            added.append(_add_format(point.name, point.load()))
-        except Exception as error:  # any failure inside third-party code
-            print(
-                f"warning: plugin {point.name!r} ({point.value}) was not registered: "
-                f"{type(error).__name__}: {error}",
-                file=sys.stderr,
-            )
+        added += register_guarded(point, _add_format)
     return added
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from harness.analysis.fusion import fuse_scores, summed_cost
 from harness.analysis.metrics import video_metrics
 from harness.config import Spec, TwoStream, two_stream_pairs
-from harness.tracking import TRIAL_KEY_TAG, RunRecord, Store
-from harness.tracking.schema import class_names, log_results, per_video_scores
+from harness.tracking import RunRecord, Store
+from harness.tracking.schema import FUSED_FROM_TAGS, class_names, log_results, per_video_scores
 from harness.train.trial import result_line
 
 
@@ -33,8 +33,7 @@ def _fuse(spec: Spec, store: Store, pair: TwoStream, rgb: RunRecord, flow: RunRe
     metrics = video_metrics(scores, len(classes), clip_accuracy=float("nan"))
     print(f"fuse  {pair.key} (RGB : flow = {weights[0]} : {weights[1]})")
     with store.open_run(pair.key, previous.run_id if previous else None) as log:
-        log.set_tags({TRIAL_KEY_TAG: pair.key, "fused_rgb_run": rgb.run_id,
-                      "fused_flow_run": flow.run_id,
+        log.set_tags({**dict(zip(FUSED_FROM_TAGS, (rgb.run_id, flow.run_id), strict=True)),
                       "device": rgb.tags.get("device", "unknown"),
                       "git_commit": rgb.tags.get("git_commit", "unknown")})  # fmt: skip
         log.log_params({**pair.fields(), "fusion_weights": weights})

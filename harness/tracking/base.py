@@ -66,7 +66,6 @@ class RunRecord:
     status: str  # FINISHED, FAILED, KILLED, RUNNING
     metrics: dict[str, float]
     tags: dict[str, str]
-    params: dict[str, str]
     artifact_uri: str  # where the store keeps the run's artifacts
     store: Store = field(repr=False)
 
@@ -107,7 +106,8 @@ class Store(ABC):
 
     @abstractmethod
     def open_run(self, key: str, run_id: str | None = None) -> AbstractContextManager[RunLog]:
-        """Run `run_id` continued, or a new run for trial `key`. On leaving the block it is
+        """Run `run_id` continued, or a new run for trial `key` (tagged with its key, so
+        `latest_run` finds it from the start). On leaving the block it is
         FINISHED, or FAILED when an exception left it (KILLED on Ctrl-C)."""
 
     @abstractmethod

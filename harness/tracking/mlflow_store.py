@@ -145,7 +145,7 @@ class MlflowStore(Store):
     def _record(self, run) -> RunRecord:
         return RunRecord(
             run.data.tags.get(TRIAL_KEY_TAG, ""), run.info.run_id, run.info.status,
-            dict(run.data.metrics), dict(run.data.tags), dict(run.data.params),
+            dict(run.data.metrics), dict(run.data.tags),
             run.info.artifact_uri, self,
         )  # fmt: skip
 

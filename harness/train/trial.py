@@ -26,7 +26,6 @@ from harness.tracking import NullRunLog, RunLog, Store
 from harness.tracking.provenance import provenance_tags
 from harness.tracking.schema import (
     SPEC_ARTIFACT,
-    TRIAL_KEY_TAG,
     WEIGHTS_FOLDER,
     log_results,
     replaced_artifact,
@@ -131,7 +130,7 @@ def _log_trial(log: RunLog, spec: Spec, trial: Trial, model, device: torch.devic
     """Tags, params (the resolved trial, its insertion points, its train settings), complexity
     and latency, and the resolved spec: what a new run records before it trains."""
     resolved = trial.resolve()
-    log.set_tags({TRIAL_KEY_TAG: trial.key, "spec_path": str(spec.path),
+    log.set_tags({"spec_path": str(spec.path),
                   "spec_hash": spec.content_hash, "device": device_name(device),
                   "dataset": spec.dataset.name, **provenance_tags()})  # fmt: skip
     params = trial.fields() | {

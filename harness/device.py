@@ -4,14 +4,18 @@ them all, rather than inside `harness.train`)."""
 
 from __future__ import annotations
 
+import os
 import platform
 
 import torch
 
 
 def default_device() -> torch.device:
-    """The first CUDA GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The current CUDA GPU (the first, unless a worker or rank chose another) when there is
+    one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def device_name(device: torch.device) -> str:
@@ -26,3 +30,15 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so host timers measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+CONCURRENT_TRIALS_ENV = "HARNESS_CONCURRENT_TRIALS"  # set in `--jobs` workers
+
+
+def cores_per_process() -> int:
+    """This process's share of the cores it may run on: divided among the ranks of a `torchrun`
+    on this machine (`LOCAL_WORLD_SIZE`) and the trials `--jobs` runs at once."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    sharing *= int(os.environ.get(CONCURRENT_TRIALS_ENV, "1"))
+    return max(1, (cores or 1) // max(sharing, 1))

@@ -35,6 +35,7 @@ from harness.data.transforms import (
 )
 from harness.data.video import read_frames
 from harness.train.engine import evaluate, train_one_epoch
+from harness.train.step import Stepper, StepSettings
 from registry import build_model
 
 
@@ -101,9 +102,10 @@ def test_short_training_on_tiny_is_clearly_above_chance(tiny):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     loader = make_loader(train_set, batch_size=8, workers=1, shuffle=True)
     cpu = torch.device("cpu")
+    stepper = Stepper(model, optimizer, StepSettings.reference(), cpu)
     for epoch in range(8):
         loader.sampler.set_epoch(epoch)
-        train_one_epoch(model, loader, optimizer, device=cpu, epoch=epoch)
+        train_one_epoch(stepper, loader, epoch=epoch)
     test_loader = make_loader(
         EvalClips(reader, test, protocol), batch_size=16, workers=0, shuffle=False
     )

@@ -8,6 +8,9 @@ import torch
 
 from harness.analysis.metrics import ClipScoreAccumulator, video_metrics
 from harness.train.engine import NonFiniteLoss, evaluate, train_one_epoch
+from harness.train.step import Stepper, StepSettings
+
+CPU = torch.device("cpu")
 
 
 def test_video_metrics_by_hand():
@@ -49,21 +52,18 @@ def _batches(values, labels):
     return [{"clip": values, "label": labels, "failed": ["a/broken.avi", "", ""]}]
 
 
+def _stepper(model, lr=0.1, grad_clip=None) -> Stepper:
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    return Stepper(model, optimizer, StepSettings.reference(), CPU, grad_clip)
+
+
 def test_train_one_epoch_reports_loss_accuracy_times_and_replacements():
     model = _Linear()
     with torch.no_grad():  # equal logits: the loss is log 3, and argmax picks class 0
         model.fc.weight.zero_()
         model.fc.bias.zero_()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     clips, labels = torch.randn(3, 4), torch.tensor([0, 1, 2])
-    stats = train_one_epoch(
-        model,
-        _batches(clips, labels),
-        optimizer,
-        device=torch.device("cpu"),
-        epoch=0,
-        grad_clip=1.0,
-    )
+    stats = train_one_epoch(_stepper(model, grad_clip=1.0), _batches(clips, labels), epoch=0)
     assert stats.loss == pytest.approx(np.log(3))
     assert stats.clip_accuracy == pytest.approx(1 / 3)
     assert stats.replaced == ["a/broken.avi"]
@@ -75,15 +75,51 @@ def test_non_finite_loss_ends_the_trial_with_a_reason():
     model = _Linear()
     with torch.no_grad():
         model.fc.weight.fill_(float("nan"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(NonFiniteLoss, match="epoch 4, step 0"):
-        train_one_epoch(
-            model,
-            _batches(torch.randn(3, 4), torch.tensor([0, 1, 2])),
-            optimizer,
-            device=torch.device("cpu"),
-            epoch=4,
-        )
+        train_one_epoch(_stepper(model), _batches(torch.randn(3, 4), torch.tensor([0, 1, 2])),
+                        epoch=4)  # fmt: skip
+
+
+SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+@pytest.fixture
+def host_reads(monkeypatch) -> list[str]:
+    """Every call that makes the host wait for a tensor's value (on a GPU, a synchronisation)."""
+    calls: list[str] = []
+    for name in SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+def _twenty_batches(nan_at: int | None = None) -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for step in range(20):
+        clips = torch.randn(4, 4, generator=generator)
+        if step == nan_at:
+            clips[0, 0] = float("nan")
+        batches.append({"clip": clips, "label": torch.tensor([0, 1, 2, 0]), "failed": [""] * 4})
+    return batches
+
+
+def test_twenty_steps_read_the_device_at_most_once_per_window_plus_two(host_reads):
+    every = 5
+    stats = train_one_epoch(_stepper(_Linear(), grad_clip=1.0), _twenty_batches(), epoch=0,
+                            sync_every=every)  # fmt: skip
+    assert len(host_reads) <= 20 / every + 2, host_reads
+    assert 0 < stats.loss < 5 and 0 <= stats.clip_accuracy <= 1
+
+
+def test_a_nan_inside_a_window_is_named_by_its_step(host_reads):
+    with pytest.raises(NonFiniteLoss, match="epoch 2, step 7"):
+        train_one_epoch(_stepper(_Linear()), _twenty_batches(nan_at=7), epoch=2, sync_every=5)
 
 
 def test_evaluate_lists_unscored_videos():

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.cli import main
 from harness.tracking import TRIAL_KEY_TAG
@@ -83,19 +84,41 @@ def test_parallel_option_mistakes_exit_2(tmp_path, monkeypatch, capsys):
     assert main(["run", QUICKSTART, "--jobs", "0"]) == 2
 
 
-def test_torchrun_ddp_on_cpu_gives_identical_replicas_and_one_run(tmp_path):
+def _aarm_always_highlighting(folder: Path) -> Path:
+    """The quickstart's AARM trial with χ = 1: every training step takes STAM's highlight map,
+    leaving STAM's convolutions without a gradient (DDP then has unused parameters)."""
+    spec = yaml.safe_load(Path(QUICKSTART).read_text())
+    spec["name"] = "ddp_aarm"
+    spec["grid"] |= {"attention": ["aarm"], "chi": [1.0]}
+    spec["model"] |= {"frames": 8, "size": 32}
+    spec["dataset"] |= {"subset": 2, "workers": 0}
+    spec["train"] |= {"epochs": 2, "batch_size": 4, "save_checkpoint": False}
+    path = folder / "ddp_aarm.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_torchrun_two_ranks_train_aarm_chi_1_into_one_run_with_sharded_evaluation(tmp_path):
+    spec = _aarm_always_highlighting(tmp_path)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", "29517", "-m", "harness", "run", QUICKSTART, "--smoke",
-               "--no-progress", "--trial", "*-eam-*", "--set", "train.epochs=2"]  # fmt: skip
+               "--master-port", "29517", "-m", "harness", "run", str(spec),
+               "--no-progress"]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", "quickstart_smoke", create=False)
+    assert done.stdout.count("ddp_aarm: 1 finished") == 1  # one summary, from rank 0
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", "ddp_aarm", create=False)
     (run,) = tracker.client.search_runs([tracker.experiment_id])  # one run, from rank 0
     assert run.info.status == "FINISHED"
     assert run.data.metrics["ddp_world_size"] == 2
     assert run.data.tags["ddp_params_identical"] == "true"
     first, second = run.data.tags["ddp_param_checksums"].split(",")
     assert first == second
+    assert run.data.params["train.batch_size"] == "4"  # global: 2 per rank
+    assert run.data.params["train.batch_per_rank"] == "2"
+    shares = [int(n) for n in run.data.tags["ddp_eval_clips"].split(",")]
+    assert len(shares) == 2 and min(shares) > 0  # both ranks scored clips
+    assert sum(shares) == 10 * 3  # 2 test videos × 5 classes, 3 clips each: all scored once
+    assert run.data.metrics["videos_scored"] == 10
     history = tracker.client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [0, 1]  # logged once per epoch, not per rank
 

@@ -198,6 +198,10 @@ BAD = {
         "checkpoint 'weights/r50.pth' does not exist",
     ),
     "bad override": (None, "expected key.path=value"),
+    "C3D at a size its fc6 cannot take": (
+        "include: [{backbone: c3d, frames: 8, size: 32}]\ndataset: {name: synthetic, root: x}",
+        "c3d takes 3×16×112×112 clips only, not 3×8×32×32",
+    ),
     "class count not the dataset's": (
         "dataset: {name: synthetic, root: 'synthetic:tiny'}",
         "key 'model.num_classes': 7 does not match dataset synthetic split 1, which has 5",
@@ -223,19 +227,18 @@ def test_run_spec_mistakes_exit_2_with_one_paragraph(tmp_path, capsys, case, mon
 
 @pytest.mark.slow
 def test_a_failing_trial_does_not_stop_the_others(tmp_path):
-    # C3D needs 16x112x112 clips: at 8x32x32 its trial fails; the ResNet trial must still finish
-    text = SPEC.replace("EPOCHS", "1").replace(
-        "backbone: [resnet3d_10]", "backbone: [c3d, resnet3d_10]"
+    # the EAM trial's learning rate sends its loss to NaN: it fails, the baseline still finishes
+    text = SPEC.replace("EPOCHS", "2") + (
+        "per_trial:\n  - match: {attention: eam}\n    train: {optimizer: sgd, lr: 1.0e+30}\n"
     )
-    text = text.replace("attention: [none, eam]", "attention: [none]")
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     code, output = harness(tmp_path, "run", str(spec), "--no-progress").finish(600)
     assert code == 1, output
     assert "1 finished, 0 skipped (already finished), 1 failed" in output
-    assert "failed c3d-none-stage_output-f8-s32-c5-split1-seed0: RuntimeError" in output
+    assert "failed resnet3d_10-eam-stage_output-f8-s32-c5-split1-seed0: NonFiniteLoss" in output
     states = {k: v["status"] for k, v in final_metrics_or_partial(tmp_path).items()}
     assert states == {
-        "c3d-none-stage_output-f8-s32-c5-split1-seed0": "FAILED",
+        "resnet3d_10-eam-stage_output-f8-s32-c5-split1-seed0": "FAILED",
         "resnet3d_10-none-stage_output-f8-s32-c5-split1-seed0": "FINISHED",
     }

@@ -49,6 +49,16 @@ class ClipScoreAccumulator:
             self.clips += 1
             self.clips_correct += int(p.argmax() == label)
 
+    def merge(self, other: ClipScoreAccumulator) -> None:
+        """Add `other`'s clips (another rank's share of the same test set) to these."""
+        for video, total in other._sums.items():
+            self._sums[video] = self._sums.get(video, 0) + total
+            self._counts[video] = self._counts.get(video, 0) + other._counts[video]
+        self._labels.update(other._labels)
+        self._failed |= other._failed
+        self.clips += other.clips
+        self.clips_correct += other.clips_correct
+
     def result(self) -> VideoScores:
         scores = {v: s / self._counts[v] for v, s in self._sums.items()}
         unscored = sorted(v for v in self._labels if v not in scores)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from harness.config.smoke import warn_dropped_weights
@@ -10,6 +11,7 @@ from harness.config.spec import load_spec, select_trials
 from harness.execute.sweep import run_spec
 from harness.tracking import open_store, tracking_uri
 from harness.train.distributed import barrier, init_from_env
+from harness.train.step import CUBLAS_DETERMINISTIC
 from registry import ConfigError
 
 
@@ -27,7 +29,14 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         "--smoke", action="store_true",
         help="the same grid shrunk to a short CPU run on synthetic data (experiment <name>_smoke)",
     )  # fmt: skip
-    run.add_argument("--jobs", type=int, default=1, help="trials in parallel (local processes)")
+    run.add_argument(
+        "--jobs", type=int, default=1,
+        help="trials in parallel (local processes; on a GPU machine each claims a free GPU)",
+    )  # fmt: skip
+    run.add_argument(
+        "--per-gpu", type=int, default=1, metavar="K",
+        help="with --jobs: let K trials share one GPU (default 1: a GPU each)",
+    )  # fmt: skip
     run.add_argument(
         "--backend", choices=("local", "dask"), default="local",
         help="dask: submit trials to the Dask cluster at --scheduler",
@@ -47,6 +56,8 @@ def _check_flags(args: argparse.Namespace) -> None:
                           "needs --backend dask.")  # fmt: skip
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected 1 or more trials at a time.")
+    if args.per_gpu < 1:
+        raise ConfigError(f"--per-gpu {args.per_gpu}: expected 1 or more trials per GPU.")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -56,6 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     spec = select_trials(load_spec(args.spec, args.set, smoke=args.smoke), args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     started = time.perf_counter()
+    if any(spec.train_for(trial).deterministic for trial in spec.trials):
+        # cuBLAS reads this once per process, before its first call: set it before CUDA starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     group = init_from_env()  # under torchrun: one DDP trial over the ranks
     if not group.main:
         barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
@@ -63,8 +77,15 @@ def _run(args: argparse.Namespace) -> int:
     if group.main:
         barrier()
     summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
-                       jobs=args.jobs, scheduler=args.scheduler)  # fmt: skip
-    minutes = (time.perf_counter() - started) / 60
+                       jobs=args.jobs, scheduler=args.scheduler,
+                       per_gpu=args.per_gpu)  # fmt: skip
+    if group.main:  # under torchrun, one summary
+        _print_summary(spec, summary, uri, time.perf_counter() - started)
+    return 1 if summary.failed else 0
+
+
+def _print_summary(spec, summary, uri: str, seconds: float) -> None:
+    minutes = seconds / 60
     print(
         f"\n{spec.name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped "
         f"(already finished), {len(summary.failed)} failed, "
@@ -78,4 +99,3 @@ def _run(args: argparse.Namespace) -> int:
     if summary.missing:
         print(f"\nNot ready to run {spec.path} on this machine:")
         print("\n".join(f"- {line}" for line in summary.missing))
-    return 1 if summary.failed else 0

@@ -30,7 +30,7 @@ class DatasetSection:
     splits: list[int] = field(default_factory=lambda: [1])
     normalisation: Literal["activitynet", "kinetics", "imagenet"] = "activitynet"
     crop: Literal["multiscale_corner", "random_resized", "random"] = "multiscale_corner"
-    workers: int = 2
+    workers: int | None = None  # loader processes per trial; None: sized to the machine
     flow_root: str | None = None  # TSN-style flow images (`harness data flow`), for flow streams
     segments: int = 3  # TSN segments per training video (2D backbones)
     subset: int | None = None  # use only the first N train and N test videos of each class
@@ -39,10 +39,16 @@ class DatasetSection:
 @dataclass(frozen=True)
 class TrainSection:
     """Optimiser, schedule and what trains. `schedule: eam` is EAM's eq. 12: linear warm-up over
-    `warmup_epochs`, then ×`gamma` at each of `milestones`."""
+    `warmup_epochs`, then ×`gamma` at each of `milestones`.
+
+    `batch_size` is the global batch: under `torchrun` each of the W ranks takes batch_size / W.
+    The speed settings (`bf16`, `channels_last`, `fused_optimizer`, `cudnn_benchmark`) are `null`
+    by default, meaning on for a CUDA device and off on the CPU (`harness.train.step`);
+    `deterministic: true` asks for deterministic kernels (and sets `CUBLAS_WORKSPACE_CONFIG` on
+    a GPU); `sync_every` is how many steps run between the checks of the loss for NaN."""
 
     epochs: int = 1
-    batch_size: int = 8
+    batch_size: int = 8  # global: the sum over the ranks
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.001
     momentum: float = 0.9
@@ -56,6 +62,13 @@ class TrainSection:
     grad_clip: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     save_checkpoint: bool = False  # log the trained weights as an MLflow artifact
+    bf16: bool | None = None  # bf16 autocast
+    channels_last: bool | None = None  # channels-last (3D) memory for the model and its input
+    fused_optimizer: bool | None = None  # the optimiser's fused kernel
+    cudnn_benchmark: bool | None = None  # cuDNN autotuning (off when deterministic)
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = False
+    sync_every: int = 50  # steps between the host's looks at the loss
 
 
 @dataclass(frozen=True)

@@ -333,10 +333,22 @@ def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -
             size=values["size"],
             options=tuple(sorted(options.items())),
         )
-        trial.resolve()  # checks names, options and the placement against the backbone
+        _check_input(trial, trial.resolve())  # resolve: names, options, placement vs backbone
     except ConfigError as error:
         raise SpecError(f"{where.path}: trial ({context}): {error}") from None
     return trial
+
+
+def _check_input(trial: Trial, resolved) -> None:
+    """A backbone with a fixed input (C3D's fc6) takes clips of that shape only."""
+    fixed = resolved.backbone.fixed_input
+    if fixed is not None and trial.input_shape(resolved) != tuple(fixed):
+        frames, size = fixed[1], fixed[-1]
+        raise ConfigError(
+            f"{trial.backbone} takes {'×'.join(map(str, fixed))} clips only, not "
+            f"{'×'.join(map(str, trial.input_shape(resolved)))}: set frames: {frames} and "
+            f"size: {size} for its trials (e.g. in an include entry)."
+        )
 
 
 def _references(where: _Where, raw: Any) -> list[Reference]:

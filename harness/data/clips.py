@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.data.datasets import Entry
 from harness.data.frames import read_flow_stack, read_rgb_frames, rgb_frame_files
+from harness.data.splits import DataError
 from harness.data.transforms import (
     SpatialTransform,
     even_clips,
@@ -28,6 +29,7 @@ from harness.data.transforms import (
 )
 from harness.data.video import VideoIndex, read_frames
 
+PREFETCH_BATCHES = 4  # batches each loader worker prepares ahead
 READ_ERRORS = (RuntimeError, OSError, ValueError, IndexError)  # av errors are OSError/ValueError
 
 
@@ -94,7 +96,10 @@ class TrainClips(Dataset):
                 return {"clip": clip, "label": entry.label, "index": position, "failed": failed}
             except READ_ERRORS:
                 failed = failed or entry.relative
-        raise RuntimeError("no training video could be decoded")
+        raise DataError(
+            f"no training video could be decoded: tried all {len(self.entries)}, the first "
+            f"being {failed!r}. Check them with `harness data check`."
+        )
 
     def _clip(self, entry: Entry, rng: np.random.Generator) -> torch.Tensor:
         window = random_window(self.reader.frame_count(entry), self.protocol.frames, rng)
@@ -239,7 +244,7 @@ def make_loader(
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
         worker_init_fn=_single_threaded_worker,
     )
 

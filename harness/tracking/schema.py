@@ -17,6 +17,7 @@ from harness.tracking.base import RunLog, RunRecord
 
 TRIAL_KEY_TAG = "trial_key"
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec the run was made with
+TRACEBACK_ARTIFACT = "traceback.txt"  # why a run failed, when an exception ended it
 PER_CLASS_ARTIFACT = "per_class.csv"  # class, accuracy
 CONFUSION_ARTIFACT = "confusion.csv"  # rows: true class; columns: predicted class
 SCORES_ARTIFACT = "per_video_scores.json"  # {"videos": {name: {label, scores}}, "unscored": []}

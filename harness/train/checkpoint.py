@@ -1,5 +1,6 @@
 """The resume format: one file per unfinished trial, `checkpoints/<spec>/<trial>/last.pt`,
-holding the last finished epoch, the model, optimiser and schedule states and the torch RNG.
+holding the last finished epoch, the model, optimiser and schedule states and the torch RNGs (the
+CPU's, and the current GPU's on a CUDA machine).
 Written atomically (a temporary file renamed over the previous one), read with
 `torch.load(weights_only=True)`, so a file that would run code is refused."""
 
@@ -28,6 +29,8 @@ def save_checkpoint(path: Path, model, optimizer, schedule, epoch: int) -> None:
         "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state()
     torch.save(state, temporary)
     temporary.replace(path)  # a kill mid-write leaves the previous checkpoint intact
 
@@ -42,4 +45,6 @@ def load_checkpoint(path: Path, model, optimizer, schedule) -> int | None:
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_rng"])
     return state["epoch"]

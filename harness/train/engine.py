@@ -1,17 +1,19 @@
 """Training and evaluation loops: short, explicit, read top to bottom.
 
-On a GPU, steps run under bf16 autocast and 5D inputs are converted to channels-last memory (the
-weights stay in the default layout, so each convolution converts); on the CPU, plain fp32. A loss
-that is NaN or infinite ends the trial with `NonFiniteLoss` naming the epoch and step. Samples
-that failed to decode and were replaced come back from the loader in `failed` and are returned,
-so the run can log how many and which.
+Each training step is `Stepper.step` (`harness.train.step`, shared with `harness bench train`).
+The loop never makes the host wait for the device between steps: losses and correct counts stay
+on the device, and every `sync_every` steps (and at the epoch's end) one read fetches the
+window's finiteness and the running totals. A loss that is NaN or infinite ends the trial with
+`NonFiniteLoss` naming the epoch and step. `data_seconds` is the time the host waited for the
+loader; `compute_seconds` the rest of the epoch's wall time, the waits at those reads included.
+Samples that failed to decode and were replaced come back from the loader in `failed` and are
+returned, so the run can log how many and which.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.analysis.metrics import ClipScoreAccumulator, VideoMetrics, VideoScores, video_metrics
+from harness.train.step import Stepper, StepSettings, autocast, forward
 
 
 class NonFiniteLoss(RuntimeError):
@@ -34,85 +37,77 @@ class EpochStats:
     replaced: list[str] = field(default_factory=list)  # videos that failed and were replaced
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; nothing on the CPU (fp32 there is the reference)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class _Window:
+    """The losses of the steps since the last read, and the epoch's running totals, on the
+    device; `read` is the loop's one synchronisation per window."""
 
+    def __init__(self, device: torch.device, epoch: int) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.totals = torch.zeros(2, device=device)  # Σ loss·n, Σ correct
+        self.seen, self.first_step, self.epoch = 0, 0, epoch
 
-def to_device(clip: torch.Tensor, device: torch.device) -> torch.Tensor:
-    clip = clip.to(device, non_blocking=True)
-    if device.type == "cuda" and clip.dim() == 5:
-        clip = clip.contiguous(memory_format=torch.channels_last_3d)
-    return clip
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
+        self.losses.append(loss)
+        self.totals += torch.stack([loss.float() * count, correct.float()])
+        self.seen += count
 
-
-def forward(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
-    """Logits of a batch. TSN batches (`segments` in the batch) hold `(N, S, C, H, W)`: the 2D
-    model scores every segment and the scores are averaged (TSN's segmental consensus)."""
-    clips = batch["clip"]
-    if "segments" not in batch:
-        return model(to_device(clips, device))
-    n, segments = clips.shape[:2]
-    logits = model(to_device(clips.flatten(0, 1), device))  # (N·S, K)
-    return logits.view(n, segments, -1).mean(dim=1)  # (N, K)
+    def read(self) -> tuple[float, float, int]:
+        """(Σ loss·n, Σ correct, n) so far, after checking every loss of the window is finite."""
+        if not self.losses:
+            return *self.totals.tolist(), self.seen
+        finite = torch.isfinite(torch.stack(self.losses))
+        flag_and_totals = torch.cat([finite.all().float().view(1), self.totals]).tolist()
+        if not flag_and_totals[0]:
+            step = self.first_step + finite.tolist().index(False)
+            value = self.losses[step - self.first_step].item()
+            raise NonFiniteLoss(f"the loss became {value} at epoch {self.epoch}, step {step}")
+        self.first_step += len(self.losses)
+        self.losses = []
+        return *flag_and_totals[1:], self.seen
 
 
 def train_one_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device,
-    epoch: int,
-    grad_clip: float | None = None,
-    progress: bool = False,
+    stepper: Stepper, loader, *, epoch: int, sync_every: int = 50, progress: bool = False
 ) -> EpochStats:
-    model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    data_seconds = compute_seconds = 0.0
-    replaced: list[str] = []
+    stepper.model.train()
+    window = _Window(stepper.device, epoch)
+    data_seconds, replaced = 0.0, []
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
-    waited = time.perf_counter()
-    for step, batch in enumerate(bar):
-        started = time.perf_counter()
-        data_seconds += started - waited
-        labels = batch["label"].to(device)
-        with autocast(device):
-            logits = forward(model, batch, device)
-            loss = nn.functional.cross_entropy(logits.float(), labels)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLoss(f"the loss became {loss.item()} at epoch {epoch}, step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(dim=1) == labels).sum().item()
-        seen += len(labels)
+    started = waited = time.perf_counter()
+    for batch in bar:
+        data_seconds += time.perf_counter() - waited
+        loss, correct = stepper.step(batch)
+        window.add(loss, correct, len(batch["label"]))
         replaced += [name for name in batch.get("failed", []) if name]
+        if len(window.losses) == sync_every:
+            loss_sum, correct_sum, seen = window.read()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct_sum / seen:.3f}")
         waited = time.perf_counter()
-        compute_seconds += waited - started
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
-                        data=f"{data_seconds:.0f}s", compute=f"{compute_seconds:.0f}s")  # fmt: skip
-    return EpochStats(
-        total_loss / max(seen, 1), correct / max(seen, 1), data_seconds, compute_seconds, replaced
-    )
+    loss_sum, correct_sum, seen = window.read()
+    compute_seconds = time.perf_counter() - started - data_seconds
+    seen = max(seen, 1)
+    return EpochStats(loss_sum / seen, correct_sum / seen, data_seconds, compute_seconds, replaced)
+
+
+Merge = Callable[[ClipScoreAccumulator], ClipScoreAccumulator]
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader, *, num_classes: int, device: torch.device, progress: bool = False
-) -> tuple[VideoMetrics, VideoScores]:
-    """Clip scores averaged per video (EAM's protocol); unscorable videos are listed."""
+    model: nn.Module, loader, *, num_classes: int, device: torch.device,
+    settings: StepSettings | None = None, merge: Merge | None = None, progress: bool = False,
+) -> tuple[VideoMetrics, VideoScores]:  # fmt: skip
+    """Clip scores averaged per video (EAM's protocol); unscorable videos are listed. Under DDP
+    each rank scores its share of the clips and `merge` gathers the shares (a collective)."""
+    settings = settings or StepSettings.reference()
     model.eval()
     accumulator = ClipScoreAccumulator(num_classes)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        with autocast(device):
-            logits = forward(model, batch, device)
+        with autocast(settings, device):
+            logits = forward(model, batch, device, settings.channels_last)
         accumulator.add(logits, batch["label"], batch["video"], batch["ok"])
+    if merge is not None:
+        accumulator = merge(accumulator)
     result = accumulator.result()
     clip_accuracy = accumulator.clips_correct / max(accumulator.clips, 1)
     return video_metrics(result, num_classes, clip_accuracy), result

@@ -11,14 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
 from harness.config import Spec, SpecError, Trial
-from harness.data.clips import ClipProtocol, EvalClips, FrameReader, TrainClips, TSNSegments
+from harness.data.clips import (
+    PREFETCH_BATCHES,
+    ClipProtocol,
+    EvalClips,
+    FrameReader,
+    TrainClips,
+    TSNSegments,
+)
 from harness.data.datasets import DatasetConfig, Entry, FrameIndex, open_dataset
 from harness.data.prepare import synthetic_flow
 from harness.data.splits import DataError
 from harness.data.synthetic import materialise, synthetic_preset
+from harness.device import cores_per_process
+
+MAX_GPU_LOADER_WORKERS = 16
+CPU_LOADER_WORKERS = 2  # on a CPU the training threads need the cores too
 
 
 @dataclass
@@ -111,3 +123,25 @@ def flow_root(spec: Spec, config: DatasetConfig) -> Path:
             "their folder."
         )
     return Path(spec.dataset.flow_root)
+
+
+def loader_workers(requested: int | None, device: torch.device) -> int:
+    """`dataset.workers`, or when unset: for a GPU, this process's share of the cores less one
+    for the training loop (at most 16), since decoding, not the GPU, is the bottleneck there;
+    on the CPU at most 2."""
+    if requested is not None:
+        return requested
+    cores = cores_per_process()
+    if device.type == "cuda":
+        return max(1, min(cores - 1, MAX_GPU_LOADER_WORKERS))
+    return min(CPU_LOADER_WORKERS, cores)
+
+
+def loader_params(workers: int, device: torch.device) -> dict[str, int | bool]:
+    """How a trial's loaders are set up, as its run logs them (see `make_loader`)."""
+    return {
+        "loader.workers": workers,
+        "loader.pin_memory": device.type == "cuda",
+        "loader.persistent_workers": workers > 0,
+        "loader.prefetch_factor": PREFETCH_BATCHES if workers > 0 else 0,
+    }

@@ -27,14 +27,19 @@ def set_trainable(model: torch.nn.Module, trainable: str | list[str]) -> None:
         raise ConfigError(f"train.trainable {names} selects no parameter of this model.")
 
 
-def make_optimizer(model: torch.nn.Module, train: TrainSection) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW over the trainable parameters."""
+def make_optimizer(
+    model: torch.nn.Module, train: TrainSection, *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters; `fused`: one fused kernel for
+    the whole update (a GPU setting, `train.fused_optimizer`), else torch's foreach default."""
     parameters = [p for p in model.parameters() if p.requires_grad]
+    kernel = {"fused": True} if fused else {}
     if train.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay, **kernel)
     return torch.optim.SGD(
-        parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-    )
+        parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        **kernel,
+    )  # fmt: skip
 
 
 def eam_factor(epoch: int, warmup: int, milestones: list[int], gamma: float) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import asdict
+import traceback
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -20,12 +21,14 @@ from harness.analysis.complexity import count_flops, count_parameters
 from harness.analysis.latency import measure_latency
 from harness.analysis.metrics import VideoMetrics
 from harness.config import Spec, Trial
+from harness.config.sections import TrainSection
 from harness.data.clips import make_loader
 from harness.device import device_name
 from harness.tracking import NullRunLog, RunLog, Store
 from harness.tracking.provenance import provenance_tags
 from harness.tracking.schema import (
     SPEC_ARTIFACT,
+    TRACEBACK_ARTIFACT,
     WEIGHTS_FOLDER,
     log_results,
     replaced_artifact,
@@ -33,55 +36,96 @@ from harness.tracking.schema import (
 from harness.train import distributed
 from harness.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from harness.train.engine import evaluate, train_one_epoch
-from harness.train.inputs import TrialData, trial_data
+from harness.train.inputs import TrialData, loader_params, loader_workers, trial_data
 from harness.train.optim import make_optimizer, make_schedule, set_trainable, step_schedule
+from harness.train.stack import stack_report
+from harness.train.step import (
+    Stepper,
+    StepSettings,
+    backend_flags,
+    compiled,
+    prepare_model,
+    resolve_settings,
+)
 from registry import load_pretrained
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every part of one trial reads: the spec and trial, its train section, the process
+    group, the speed settings and the loader workers."""
+
+    spec: Spec
+    trial: Trial
+    train: TrainSection
+    group: distributed.Group
+    settings: StepSettings
+    workers: int  # loader processes
+    progress: bool
 
 
 def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) -> None:
     """Train, evaluate and log one trial, resuming from its checkpoint when one exists."""
     train = spec.train_for(trial)
     group = distributed.current()
+    settings = resolve_settings(train, group.device)
+    workers = loader_workers(spec.dataset.workers, group.device)
+    context = _Context(spec, trial, train, group, settings, workers, progress)
     data = trial_data(spec, trial)
-    _seed(trial.seed, group.device)
-    model = _model(trial, train)
-    model.to(group.device)
-    optimizer = make_optimizer(model, train)
-    schedule = make_schedule(optimizer, train)
-    resume = checkpoint_path(spec.name, trial.key)
-    last_epoch = load_checkpoint(resume, model, optimizer, schedule)
-    loader = make_loader(data.train_set, batch_size=train.batch_size,
-                         workers=spec.dataset.workers, shuffle=True, seed=trial.seed,
-                         rank=group.rank, world=group.world)  # fmt: skip
-    trained = distributed.wrap(model, group)
-    with _open_run(store, trial, group) as log:
-        if last_epoch is None:
-            _log_trial(log, spec, trial, model, group.device)
-        start = 0 if last_epoch is None else last_epoch + 1
-        for epoch in range(start, train.epochs):
-            loader.sampler.set_epoch(epoch)
-            _train_epoch(log, trained, loader, optimizer, schedule, epoch, train, progress)
-            if group.main:
-                save_checkpoint(resume, model, optimizer, schedule, epoch)
-            distributed.barrier()
-        _log_replicas(log, model, group)
-        if group.main:
-            _log_evaluation(log, spec, model, group.device, data, progress)
-            if train.save_checkpoint:  # the trained weights (no validation split to pick a
-                log.log_file(resume, WEIGHTS_FOLDER)  # "best" epoch by)
-            # A finished trial needs no resume point; a paper sweep would otherwise keep
-            # hundreds of optimizer-laden checkpoints (the weights, if asked for, are logged).
-            shutil.rmtree(resume.parent, ignore_errors=True)
+    with backend_flags(settings, group.device):
+        _seed(trial.seed)
+        model = prepare_model(_model(trial, train), settings, group.device)
+        optimizer = make_optimizer(model, train, fused=settings.fused_optimizer)
+        schedule = make_schedule(optimizer, train)
+        resume = checkpoint_path(spec.name, trial.key)
+        last_epoch = load_checkpoint(resume, model, optimizer, schedule)
+        stepper = Stepper(compiled(distributed.wrap(model, group), settings), optimizer,
+                          settings, group.device, train.grad_clip)  # fmt: skip
+        with _open_run(store, trial, group) as log, _traceback_saved(log):
+            if last_epoch is None:
+                _log_trial(log, context, model)
+            _train(log, context, model, stepper, schedule, data, _next(last_epoch), resume)
+            _log_replicas(log, model, group)
+            _log_evaluation(log, context, model, data)
+            if group.main and train.save_checkpoint:  # the trained weights (no validation
+                log.log_file(resume, WEIGHTS_FOLDER)  # split to pick a "best" epoch by)
+            if group.main:  # a finished trial needs no resume point; a paper sweep would
+                shutil.rmtree(resume.parent, ignore_errors=True)  # else keep hundreds
     distributed.barrier()
 
 
-def _seed(seed: int, device: torch.device) -> None:
-    torch.manual_seed(seed)
+def _next(last_epoch: int | None) -> int:
+    return 0 if last_epoch is None else last_epoch + 1
+
+
+def _train(log: RunLog, context: _Context, model, stepper: Stepper, schedule, data: TrialData,
+           first: int, resume) -> None:  # fmt: skip
+    """Epochs `first`… of the trial, each logged and `model` checkpointed (by rank 0)."""
+    group, train = context.group, context.train
+    loader = make_loader(data.train_set, batch_size=distributed.rank_batch(train.batch_size, group),
+                         workers=context.workers, shuffle=True, seed=context.trial.seed,
+                         rank=group.rank, world=group.world)  # fmt: skip
+    for epoch in range(first, train.epochs):
+        loader.sampler.set_epoch(epoch)
+        _train_epoch(log, stepper, loader, schedule, epoch, context)
+        if group.main:
+            save_checkpoint(resume, model, stepper.optimizer, schedule, epoch)
+        distributed.barrier()
+
+
+@contextlib.contextmanager
+def _traceback_saved(log: RunLog):
+    """Whatever ends the trial with an exception leaves its traceback in the run."""
+    try:
+        yield
+    except Exception:
+        log.log_text(traceback.format_exc(), TRACEBACK_ARTIFACT)
+        raise
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)  # every device's generator
     np.random.seed(seed)
-    # As deterministic as the device allows: CUDA's 3D pooling backward has no deterministic
-    # kernel, so torch warns there instead of failing; cuDNN autotuning stays on for speed.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
 
 
 def _model(trial: Trial, train) -> torch.nn.Module:
@@ -104,11 +148,11 @@ def _open_run(store: Store, trial: Trial, group: distributed.Group):
     return store.open_run(trial.key, previous.run_id if previous is not None else None)
 
 
-def _train_epoch(log: RunLog, model, loader, optimizer, schedule, epoch, train, progress) -> None:
+def _train_epoch(log: RunLog, stepper: Stepper, loader, schedule, epoch, context) -> None:
     """One epoch, its statistics averaged over the ranks and logged, the schedule advanced."""
-    lr = optimizer.param_groups[0]["lr"]
-    stats = train_one_epoch(model, loader, optimizer, device=distributed.current().device,
-                            epoch=epoch, grad_clip=train.grad_clip, progress=progress)  # fmt: skip
+    lr = stepper.optimizer.param_groups[0]["lr"]
+    stats = train_one_epoch(stepper, loader, epoch=epoch, sync_every=context.train.sync_every,
+                            progress=context.progress)  # fmt: skip
     loss, accuracy = distributed.mean_over_ranks([stats.loss, stats.clip_accuracy])
     step_schedule(schedule, loss)
     log.log_metrics(
@@ -126,9 +170,11 @@ def _train_epoch(log: RunLog, model, loader, optimizer, schedule, epoch, train, 
         log.log_text("\n".join(stats.replaced), replaced_artifact(epoch))
 
 
-def _log_trial(log: RunLog, spec: Spec, trial: Trial, model, device: torch.device) -> None:
-    """Tags, params (the resolved trial, its insertion points, its train settings), complexity
-    and latency, and the resolved spec: what a new run records before it trains."""
+def _log_trial(log: RunLog, context: _Context, model) -> None:
+    """Tags (the device and, on CUDA, its stack), params (the resolved trial, its insertion
+    points, its train settings as resolved for the device, the loaders), complexity and
+    latency, and the resolved spec: what a new run records before it trains."""
+    spec, trial, device = context.spec, context.trial, context.group.device
     resolved = trial.resolve()
     log.set_tags({"spec_path": str(spec.path),
                   "spec_hash": spec.content_hash, "device": device_name(device),
@@ -137,9 +183,15 @@ def _log_trial(log: RunLog, spec: Spec, trial: Trial, model, device: torch.devic
         "split": trial.split,
         "seed": trial.seed,
         "insertion_points": ",".join(resolved.point_names),
+        "train.batch_per_rank": distributed.rank_batch(context.train.batch_size, context.group),
     }
-    params |= {f"train.{k}": v for k, v in asdict(spec.train_for(trial)).items()}
+    params |= {f"train.{k}": v for k, v in asdict(context.train).items()}
+    params |= context.settings.params() | loader_params(context.workers, device)
     log.log_params(params)
+    if device.type == "cuda":
+        tags, metrics = stack_report(device)
+        log.set_tags(tags)
+        log.log_metrics(metrics)
     shape = trial.input_shape(resolved)
     flops = count_flops(model, shape)
     latency = measure_latency(model, shape, device=device, batch=2, warmup=1, repeats=3)
@@ -158,16 +210,31 @@ def _log_replicas(log: RunLog, model, group: distributed.Group) -> None:
         log.set_tags(tags)
 
 
-def _log_evaluation(log: RunLog, spec: Spec, model, device, data: TrialData, progress) -> None:
-    loader = make_loader(data.eval_set, batch_size=spec.eval.batch_size,
-                         workers=spec.dataset.workers, shuffle=False)  # fmt: skip
-    metrics, scores = evaluate(
-        model, loader, num_classes=len(data.classes), device=device, progress=progress
-    )
+def _log_evaluation(log: RunLog, context: _Context, model, data: TrialData) -> None:
+    """Every rank scores its share of the test clips; the shares are merged and logged once."""
+    group = context.group
+    loader = make_loader(distributed.shard(data.eval_set, group),
+                         batch_size=context.spec.eval.batch_size, workers=context.workers,
+                         shuffle=False)  # fmt: skip
+    shares: list[int] = []  # clips scored by each rank
+
+    def merge(accumulator):
+        merged, counts = distributed.gather_scores(accumulator)
+        shares.extend(counts)
+        return merged
+
+    metrics, scores = evaluate(model, loader, num_classes=len(data.classes), device=group.device,
+                               settings=context.settings, merge=merge,
+                               progress=context.progress)  # fmt: skip
+    if group.launched:
+        log.set_tags({"ddp_eval_clips": ",".join(map(str, shares))})
     names = [entry.relative for entry in data.test_entries]
     log_results(log, metrics, scores, data.classes, names)
     unscored = [names[v] for v in scores.unscored]
-    print(result_line(metrics) + (f"; could not score {', '.join(unscored)}" if unscored else ""))
+    if group.main:
+        print(
+            result_line(metrics) + (f"; could not score {', '.join(unscored)}" if unscored else "")
+        )
 
 
 def result_line(metrics: VideoMetrics) -> str:

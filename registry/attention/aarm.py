@@ -20,7 +20,9 @@ Readings where the paper is open, each kept as an option:
 - The highlight map `threshold(m) = 1 where m ≥ η·max(m)` is taken per sample over the sigmoid
   map: it is positive, so η·max is a fraction of the peak (on the raw map a negative maximum would
   select nothing). It is chosen instead of the sigmoid map with probability χ per forward call, in
-  training only; evaluation always uses the sigmoid map.
+  training only; evaluation always uses the sigmoid map. The highlight map has no gradient, so a
+  step that picks it leaves STAM's convolutions out of the graph; the module declares this
+  (`may_skip_parameters`) and DDP then detects unused parameters.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ class _STAMBase(nn.Module):
         self.eta = _check_fraction("eta", eta)
         self.chi = _check_fraction("chi", chi)
         self.convs = self._make_convs()
+
+    @property
+    def may_skip_parameters(self) -> bool:
+        """True when a training step can take the highlight branch, which leaves the
+        convolutions out of the graph: DDP must then look for unused parameters."""
+        return self.chi > 0
 
     def _make_convs(self) -> nn.Sequential:
         return nn.Sequential(*(nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(3)))

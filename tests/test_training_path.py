@@ -1,0 +1,231 @@
+"""The training path as a GPU run takes it, checked on the CPU: one step function for trials and
+the benchmark, speed settings resolved per device and restored, loaders sized to the machine,
+GPUs handed out one per trial, the stack check, and what each kind of failure does."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.config.sections import TrainSection
+from harness.execute.gpus import claimed_gpu
+from harness.tracking.mlflow_store import MlflowStore
+from harness.tracking.schema import TRACEBACK_ARTIFACT
+from harness.train import distributed
+from harness.train.inputs import loader_workers
+from harness.train.stack import BF16_TOLERANCE, conv3d_check
+from harness.train.step import Stepper, StepSettings, backend_flags, resolve_settings
+from registry import ConfigError
+from tests.conftest import ROOT, requires_gpu
+
+QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")
+CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
+
+
+@pytest.fixture
+def step_calls(monkeypatch) -> list[StepSettings]:
+    """The settings of every `Stepper.step` call, wherever it comes from."""
+    calls: list[StepSettings] = []
+    original = Stepper.step
+
+    def recorded(self, batch, mark=None):
+        calls.append(self.settings)
+        return original(self, batch, mark)
+
+    monkeypatch.setattr(Stepper, "step", recorded)
+    return calls
+
+
+def _runs(folder: Path, experiment: str = "quickstart_smoke"):
+    store = MlflowStore(f"sqlite:///{folder}/mlflow.db", experiment, create=False)
+    return store, store.client.search_runs([store.experiment_id])
+
+
+def test_bench_train_and_run_trial_step_through_the_same_function_and_settings(
+    tmp_path, monkeypatch, step_calls, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    run = ["run", QUICKSTART, "--smoke", "--no-progress", "--trial", "*-none-*"]
+    assert main(run) == 0
+    trial_settings = set(step_calls)
+    step_calls.clear()
+    bench = ["bench", "train", "resnet3d_10", "--attention", "eam", "--placement",
+             "stage_output", "--batch", "2", "--frames", "4", "--size", "16", "--steps", "2",
+             "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert main(bench) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert trial_settings == {resolve_settings(TrainSection(), CPU)}
+    run_loop, reference_loop = (
+        step_calls[: len(step_calls) // 2],
+        step_calls[len(step_calls) // 2 :],
+    )
+    assert set(run_loop) == trial_settings  # the benchmark's first loop is the run's settings
+    assert set(reference_loop) == {StepSettings.reference()}
+    assert result["settings"]["run settings"] == result["settings"]["reference"]  # on a CPU
+    _check_bench_report(result)
+    _, (logged,) = _runs(tmp_path)
+    assert logged.data.params["train.bf16"] == "False"  # resolved, not `None`
+    assert logged.data.params["loader.workers"] == "0"
+
+
+def _check_bench_report(result: dict) -> None:
+    """Both loops measured, MFU and the speed-up computed from the measured numbers."""
+    run_loop, reference = result["loops"]
+    assert (run_loop["name"], reference["name"]) == ("run settings", "reference")
+    assert result["input"] == [2, 3, 4, 16, 16]
+    for loop in result["loops"]:
+        assert loop["clips_per_s"] > 0 and loop["forward_ms"] > 0 and loop["backward_ms"] > 0
+        achieved = loop["clips_per_s"] * result["train_gflops_per_clip"] / 1e3  # TFLOP/s
+        assert loop["mfu"] == pytest.approx(achieved / result["matmul_tflops"])
+        assert loop["peak_memory_mb"] > 0
+    assert result["speedup"] == pytest.approx(run_loop["clips_per_s"] / reference["clips_per_s"])
+    assert result["matmul_tflops"] > 0 and result["train_gflops_per_clip"] > 0
+
+
+def test_speed_settings_default_on_for_cuda_off_for_the_cpu():
+    on_gpu = resolve_settings(TrainSection(), CUDA)
+    assert (on_gpu.bf16, on_gpu.channels_last, on_gpu.fused_optimizer) == (True, True, True)
+    assert on_gpu.cudnn_benchmark and not on_gpu.compile
+    assert resolve_settings(TrainSection(), CPU) == StepSettings.reference()
+    asked = resolve_settings(TrainSection(bf16=False, deterministic=True), CUDA)
+    assert not asked.bf16 and asked.deterministic and not asked.cudnn_benchmark
+    assert resolve_settings(TrainSection(channels_last=True), CPU).channels_last
+
+
+def test_backend_flags_are_restored_after_a_deterministic_trial():
+    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    settings = StepSettings(deterministic=True, cudnn_benchmark=True)
+    with backend_flags(settings, CPU):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_the_global_batch_must_divide_among_the_ranks():
+    two = distributed.Group(0, 2, CPU)
+    assert distributed.rank_batch(8, two) == 4
+    with pytest.raises(ConfigError, match="train.batch_size 9 .* multiple of 2"):
+        distributed.rank_batch(9, two)
+
+
+def test_loader_workers_follow_the_spec_else_the_cores(monkeypatch):
+    assert loader_workers(3, CUDA) == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert loader_workers(None, CUDA) == 7  # 16 cores over 2 ranks, one left for the loop
+    monkeypatch.setenv("HARNESS_CONCURRENT_TRIALS", "4")
+    assert loader_workers(None, CUDA) == 1
+    assert loader_workers(None, CPU) == 2
+
+
+def _hold_a_gpu(folder: str, seconds: float, log) -> None:
+    with claimed_gpu(2, folder=Path(folder), poll=0.02) as gpu:
+        log.put(("start", gpu, time.monotonic()))
+        time.sleep(seconds)
+        log.put(("end", gpu, time.monotonic()))
+
+
+def test_four_workers_share_two_gpus_one_trial_at_a_time(tmp_path):
+    context = multiprocessing.get_context("fork")
+    log = context.Queue()
+    workers = [context.Process(target=_hold_a_gpu, args=(str(tmp_path), 0.5, log))
+               for _ in range(4)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    events = sorted((log.get(timeout=5) for _ in range(8)), key=lambda e: e[2])
+    holders: dict[int, int] = {0: 0, 1: 0}
+    for kind, gpu, _ in events:
+        holders[gpu] += 1 if kind == "start" else -1
+        assert holders[gpu] <= 1, events  # never two trials on one GPU
+    assert {gpu for kind, gpu, _ in events if kind == "start"} == {0, 1}
+
+
+def test_per_gpu_slots_let_trials_share_when_asked(tmp_path):
+    with claimed_gpu(1, per_gpu=2, folder=tmp_path) as first:
+        with claimed_gpu(1, per_gpu=2, folder=tmp_path) as second:
+            assert first == second == 0
+
+
+def test_bf16_conv3d_check_measures_agreement_and_speed():
+    check = conv3d_check(CPU, channels=8, frames=4, side=8, repeats=1)
+    assert 0 < check.relative_error < BF16_TOLERANCE and check.agrees
+    assert check.speedup > 0
+
+
+def test_a_programming_error_stops_the_sweep_with_its_traceback_saved(tmp_path, monkeypatch):
+    def broken(self, batch, mark=None):
+        raise TypeError("a bug in the step")
+
+    monkeypatch.setattr(Stepper, "step", broken)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match="a bug in the step"):
+        main(["run", QUICKSTART, "--smoke", "--no-progress", "--trial", "*-none-*",
+              "--trial", "*-se-*"])  # fmt: skip
+    store, runs = _runs(tmp_path)
+    assert [run.info.status for run in runs] == ["FAILED"]  # the second trial never started
+    saved = Path(
+        store.client.download_artifacts(runs[0].info.run_id, TRACEBACK_ARTIFACT, str(tmp_path))
+    )
+    text = saved.read_text()
+    assert "Traceback" in text and "TypeError: a bug in the step" in text
+
+
+def test_out_of_memory_names_the_trial_frees_memory_and_the_next_trial_runs(
+    tmp_path, monkeypatch, capsys
+):
+    original, calls = Stepper.step, []
+
+    def exhausted(self, batch, mark=None):  # the first trial (none, before se) runs out
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, batch, mark)
+
+    monkeypatch.setattr(Stepper, "step", exhausted)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", QUICKSTART, "--smoke", "--no-progress", "--trial", "*-none-*",
+                 "--trial", "*-se-*"])  # fmt: skip
+    output = capsys.readouterr().out
+    assert code == 1, output
+    assert "1 finished, 0 skipped (already finished), 1 failed" in output
+    assert "out of memory on cpu" in output and "train.batch_size 4" in output
+    assert "resnet3d_10-none-stage_output" in output.split("out of memory")[1]
+
+
+@requires_gpu()
+@pytest.mark.gpu
+def test_a_cuda_trial_logs_its_stack_and_gpu_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", QUICKSTART, "--smoke", "--no-progress", "--trial", "*-eam-*"]) == 0
+    _, (run,) = _runs(tmp_path)
+    assert run.data.tags["device"].startswith("cuda: ")
+    assert run.data.tags["cuda_version"] == torch.version.cuda
+    assert run.data.tags["bf16_conv3d_agrees"] == "true"
+    for setting in ("bf16", "channels_last", "fused_optimizer", "cudnn_benchmark"):
+        assert run.data.params[f"train.{setting}"] == "True"
+    assert run.data.params["loader.pin_memory"] == "True"
+
+
+@requires_gpu()
+@pytest.mark.gpu
+def test_torchrun_one_rank_on_nccl_trains_and_evaluates(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+               "--master-port", "29541", "-m", "harness", "run", QUICKSTART, "--smoke",
+               "--no-progress", "--trial", "*-none-*"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, (run,) = _runs(tmp_path)
+    assert run.info.status == "FINISHED" and "video_top1" in run.data.metrics
+    assert run.data.metrics["ddp_world_size"] == 1  # the NCCL group's collectives ran
+    assert run.data.tags["ddp_params_identical"] == "true"

@@ -1,19 +1,26 @@
-"""`harness ui`: the MLflow UI on 127.0.0.1 for the configured store, and a spec's runs page."""
+"""`harness ui`: the MLflow UI on 127.0.0.1 for the configured store, and a spec's runs page.
+
+The port and the store are checked before the UI starts: MLflow's UI on a port another program
+holds exits 0 after its start-up, leaving the printed address served by that other program."""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import subprocess
 
-from harness.config.spec import load_spec
-from harness.tracking import open_store, tracking_uri
-from harness.tracking.uri import ui_command
+from harness.config.spec import Spec, load_spec
+from harness.tracking import check_store, open_store, tracking_uri
+from harness.tracking.uri import is_server, redacted, ui_command
+from registry import ConfigError
 
 
 def add_ui_command(commands: argparse._SubParsersAction) -> None:
     ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the configured store")
     ui.add_argument("spec", nargs="?", help="spec whose runs page to print")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", default="5000", metavar="PORT",
+                    help="port on 127.0.0.1, 1-65535 (default 5000)")  # fmt: skip
     ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
     ui.set_defaults(command=_ui)
 
@@ -21,12 +28,56 @@ def add_ui_command(commands: argparse._SubParsersAction) -> None:
 def _ui(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec) if args.spec else None
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri if spec else None)
-    address = f"http://127.0.0.1:{args.port}"
-    if spec is not None:
-        address = open_store(uri, spec.name).runs_page(address)  # creates the store if new
-    print(f"MLflow UI for {uri}: {address}  (Ctrl-C stops it)", flush=True)
-    command = ui_command(uri, args.port)
+    if is_server(uri):  # an `mlflow server` serves its own UI: nothing to start here
+        address = _page(uri, spec, redacted(uri).rstrip("/"))
+        print(f"MLflow UI for {redacted(uri)}, served by that server: {address}")
+        return 0
+    port = _free_port(args.port)
+    address = _page(uri, spec, f"http://127.0.0.1:{port}")
+    print(f"MLflow UI for {redacted(uri)}: {address}  (Ctrl-C stops it)", flush=True)
     try:
-        return subprocess.run(command, check=False).returncode
+        return subprocess.run(ui_command(uri, port), check=False).returncode
     except KeyboardInterrupt:
         return 0
+
+
+def _page(uri: str, spec: Spec | None, address: str) -> str:
+    """The spec's runs page under the UI at `address` (or `address` with no spec), the store
+    opened first (created if new) so that an unusable one is reported before the UI starts."""
+    if spec is None:
+        check_store(uri)
+        return address
+    return open_store(uri, spec.name).runs_page(address)
+
+
+def _free_port(text: str) -> int:
+    """`--port` as a port the UI can listen on: a number from 1 to 65535 that no other program
+    holds on 127.0.0.1 (bound as the UI's server binds, with SO_REUSEADDR, so a port left in
+    TIME_WAIT by an earlier UI still counts as free)."""
+    port = int(text) if text.strip().isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise ConfigError(
+            f"--port {text!r} is not a port the MLflow UI can listen on: expected a number from "
+            f"1 to 65535, e.g. --port 5000."
+        )
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise ConfigError(_port_taken(port, error)) from None
+    return port
+
+
+def _port_taken(port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"--port {port}: 127.0.0.1:{port} is already in use by another program (perhaps an "
+            f"MLflow UI started earlier, at http://127.0.0.1:{port}), so the UI cannot listen "
+            f"there. Choose a free port with --port, or stop that program."
+        )
+    return (
+        f"--port {port}: the MLflow UI cannot listen on 127.0.0.1:{port} ({error.strerror}). "
+        f"Expected a port this user may open (ports below 1024 need administrator rights); "
+        f"choose another with --port, e.g. --port 5000."
+    )

@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry import ConfigError
+
+
+class StoreError(ConfigError):
+    """The tracking store cannot be used as given: an unknown URI scheme, a server that does not
+    answer, a file that is not an SQLite database, a folder that cannot be written. A user's
+    mistake, so the command line prints its one-paragraph message (naming the store) and exits
+    with code 2 rather than a traceback."""
+
 
 class RunLog(ABC):
     """One open run: tags, params, metrics (per step or final) and artifacts."""
@@ -109,6 +118,10 @@ class Store(ABC):
         """Run `run_id` continued, or a new run for trial `key` (tagged with its key, so
         `latest_run` finds it from the start). On leaving the block it is
         FINISHED, or FAILED when an exception left it (KILLED on Ctrl-C)."""
+
+    @abstractmethod
+    def mark_killed(self, run_id: str) -> None:
+        """End run `run_id` as KILLED (resumable): for a worker stopped before it could."""
 
     @abstractmethod
     def artifact_path(self, record: RunRecord, name: str) -> Path | None: ...

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -22,9 +23,36 @@ def absolute_sqlite(uri: str) -> str:
     are), so every process and every later call opens the same file. MLflow caches stores by URI
     string: a relative URI would keep pointing at the file of whichever folder opened it first."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    rest = uri.removeprefix(prefix)
+    if uri.startswith(prefix) and not rest.startswith(("/", ":memory:")):
+        return prefix + str(Path(rest).resolve())
     return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an SQLite URI (made absolute as `absolute_sqlite` does), or None for
+    other stores and for an in-memory database."""
+    uri = absolute_sqlite(uri)
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri.removeprefix(prefix).partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def is_server(uri: str) -> bool:
+    """Whether `uri` is an MLflow tracking server (`mlflow server`), which serves its own UI."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def redacted(uri: str) -> str:
+    """`uri` as it may be printed: a password in it (`postgresql://user:secret@host/db`) shown as
+    `***`, so that an error message or a log does not leak it."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def ui_command(uri: str, port: int) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{counts['written']} of {counts['videos']} videos written as JPEG frames to {args.out} "
         f"({counts['failed']} failed) in {time.perf_counter() - start:.1f} s; use --root {args.out}"
     )
+    _name_failures(counts)
     return 0 if counts["failed"] == 0 else 1
 
 
@@ -110,4 +112,12 @@ def _flow(args: argparse.Namespace) -> int:
         f"{flow_method()} flow for {counts['written']} of {counts['videos']} videos written to "
         f"{args.out} ({counts['failed']} failed) in {time.perf_counter() - start:.1f} s"
     )
+    _name_failures(counts)
     return 0 if counts["failed"] == 0 else 1
+
+
+def _name_failures(counts: dict, shown: int = 20) -> None:
+    failed = counts.get("failed_videos") or []
+    if failed:
+        more = f" … ({len(failed)} in all)" if len(failed) > shown else ""
+        print("failed: " + ", ".join(failed[:shown]) + more, file=sys.stderr)

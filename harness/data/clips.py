@@ -9,6 +9,8 @@ backbones) have no such guard yet: a frame or flow image that cannot be read fai
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +164,8 @@ class TSNSegments(Dataset):
         flow_length: int = 10,
         seed: int = 0,
     ) -> None:
+        if train:  # as TrainClips: a video with no readable frame cannot give a segment
+            entries = [e for e in entries if reader.frame_count(e) > 0]
         self.reader, self.entries, self.modality, self.train = reader, entries, modality, train
         self.segments, self.flow_root, self.flow_length, self.seed = (
             segments,
@@ -246,7 +250,15 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
         worker_init_fn=_single_threaded_worker,
+        # explicit: inside a `--jobs` worker (joblib's loky) the default context is loky's,
+        # whose processes DataLoader cannot start
+        multiprocessing_context=_worker_context() if workers > 0 else None,
     )
+
+
+def _worker_context():
+    """Fork on Linux (DataLoader's usual start method there), spawn elsewhere."""
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
 
 
 def _single_threaded_worker(worker_id: int) -> None:

@@ -138,18 +138,27 @@ def cache_dir() -> Path:
 
 
 class FrameIndex:
-    """Decodable frame counts per entry, measured once and cached by path, size and mtime."""
+    """Decodable frame counts per entry, measured once and cached by path, size and mtime.
+
+    An entry of which no frame decodes (or a frame folder without frames) cannot give a clip:
+    training leaves it out and evaluation cannot score it. So that this never happens silently,
+    each `lookup` records those entries in `unreadable` (`{relative path: reason}`, in list
+    order), and `unreadable_message` turns them into one paragraph for the log.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
         self.path = cache_dir() / "index" / f"{key}.json"
         self._entries: dict[str, dict] = {}
+        self.unreadable: dict[str, str] = {}  # of the latest lookup: relative path -> reason
         if self.path.is_file():
             try:
-                self._entries = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError):
+                self._entries = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
                 self._entries = {}  # a damaged cache is rebuilt
+            if not isinstance(self._entries, dict):
+                self._entries = {}
 
     def lookup(self, entries: list[Entry], workers: int | None = None) -> dict[str, VideoIndex]:
         """Index every found entry, decoding only what the cache does not know."""
@@ -158,9 +167,9 @@ class FrameIndex:
         for entry in entries:
             if entry.found is None or entry.found in results:
                 continue
-            cached = self._entries.get(entry.found)
-            if cached is not None and cached["stamp"] == self._stamp(entry.found):
-                results[entry.found] = VideoIndex(**cached["index"])
+            cached = self._cached(entry.found)
+            if cached is not None:
+                results[entry.found] = cached
             else:
                 stale.append(entry)
         for entry, index in zip(stale, self._measure(stale, workers), strict=True):
@@ -168,7 +177,23 @@ class FrameIndex:
             self._entries[entry.found] = {"stamp": self._stamp(entry.found), "index": asdict(index)}
         if stale:
             self._save()
+        self.unreadable = {
+            e.relative: _unreadable_reason(e, results[e.found])
+            for e in entries
+            if e.found is not None and results[e.found].frames == 0
+        }
         return results
+
+    def _cached(self, found: str) -> VideoIndex | None:
+        """The cached index of `found` if the file has not changed since; a damaged cache
+        entry counts as absent (it is measured again)."""
+        cached = self._entries.get(found)
+        try:
+            if cached["stamp"] == self._stamp(found):
+                return VideoIndex(**cached["index"])
+        except (KeyError, TypeError):
+            pass
+        return None
 
     def _measure(self, entries: list[Entry], workers: int | None) -> list[VideoIndex]:
         jobs = [(str(self.root / e.found), e.kind) for e in entries]
@@ -187,6 +212,25 @@ class FrameIndex:
         temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(self._entries))
         temporary.replace(self.path)  # atomic: parallel writers never leave half a file
+
+
+def _unreadable_reason(entry: Entry, index: VideoIndex) -> str:
+    if entry.kind == "frames":
+        return "the frame folder holds no image_00001.jpg / img_00001.jpg frames"
+    return f"no frame decodes ({index.error})" if index.error else "no frame decodes"
+
+
+def unreadable_message(unreadable: dict[str, str], total: int, *, shown: int = 5) -> str:
+    """One paragraph naming the videos `FrameIndex.lookup` found unreadable ('' when none)."""
+    if not unreadable:
+        return ""
+    listed = "; ".join(f"{path} ({reason})" for path, reason in list(unreadable.items())[:shown])
+    more = f"; … ({len(unreadable)} in all)" if len(unreadable) > shown else ""
+    return (
+        f"{len(unreadable)} of {total} videos cannot be read and are left out of training (and "
+        f"unscored in evaluation): {listed}{more}. Re-encode or replace them, or remove their "
+        "lines from the split lists; 'harness data check' lists them all."
+    )
 
 
 def _index_one(job: tuple[str, str]) -> VideoIndex:

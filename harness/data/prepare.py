@@ -13,6 +13,7 @@ otherwise. Practical for small datasets such as the synthetic one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -28,16 +29,18 @@ FLOW_BOUND = 20.0
 
 def prepare_frames(
     config: DatasetConfig, out: Path, *, short_side: int = 128, workers: int | None = None
-) -> dict[str, int]:
-    """Write JPEG frames of every video in the split; returns counts of written/failed videos."""
+) -> dict[str, int | list[str]]:
+    """Write JPEG frames of every video in the split; returns counts of written/failed videos
+    and `failed_videos`, the split-list paths of those that could not be written."""
     return _for_each_video(config, out, _write_frames, short_side, workers)
 
 
 def compute_flow(
     config: DatasetConfig, out: Path, *, workers: int | None = None, method: str | None = None
-) -> dict[str, int]:
+) -> dict[str, int | list[str]]:
     """Write TSN-style flow images of every video in the split (TV-L1 unless `method` says
-    `farneback`, which is about 20× faster and is what synthetic data uses)."""
+    `farneback`, which is about 20× faster and is what synthetic data uses); returns counts as
+    `prepare_frames` does."""
     return _for_each_video(config, out, _write_flow, method or flow_method(), workers)
 
 
@@ -45,10 +48,19 @@ def flow_method() -> str:
     return "tvl1" if hasattr(cv2, "optflow") else "farneback"
 
 
-def _for_each_video(config, out, job, parameter, workers) -> dict[str, int]:
+def _for_each_video(
+    config: DatasetConfig,
+    out: Path,
+    job: Callable[[tuple], bool],
+    parameter: object,
+    workers: int | None,
+) -> dict[str, int | list[str]]:
+    """Run `job` on every video of the split, writing under `out` at the video's path (split
+    lines cannot leave the root, see `Sample`, so these paths cannot leave `out`)."""
     _, train, test = open_dataset(config)
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
+    videos = [e for e in entries if e.kind == "video"]
     jobs = [
         (
             str(config.root / e.found),
@@ -56,12 +68,17 @@ def _for_each_video(config, out, job, parameter, workers) -> dict[str, int]:
             indexes[e.found].frames,
             parameter,
         )
-        for e in entries
-        if e.kind == "video"
+        for e in videos
     ]
     with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        written = sum(pool.map(job, jobs, chunksize=8))
-    return {"videos": len(jobs), "written": written, "failed": len(jobs) - written}
+        done = list(pool.map(job, jobs, chunksize=8))
+    failed = [e.relative for e, ok in zip(videos, done, strict=True) if not ok]
+    return {
+        "videos": len(jobs),
+        "written": len(jobs) - len(failed),
+        "failed": len(failed),
+        "failed_videos": failed,
+    }
 
 
 def _frames_of(path: str, frames: int) -> np.ndarray | None:

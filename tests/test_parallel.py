@@ -36,10 +36,16 @@ def runs_by_key(folder: Path) -> Counter:
 
 def test_jobs_2_runs_a_4_trial_sweep_each_trial_logged_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", *FOUR]) == 0
+    # with loader worker processes inside the joblib workers (the quickstart's own setting)
+    loaders = ["--set", "dataset.workers=1"]
+    assert (
+        main(["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", *FOUR, *loaders]) == 0
+    )
     logged = runs_by_key(tmp_path)
     assert len(logged) == 4 and set(logged.values()) == {1}
-    assert main(["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", *FOUR]) == 0
+    assert (
+        main(["run", QUICKSTART, "--smoke", "--no-progress", "--jobs", "2", *FOUR, *loaders]) == 0
+    )
     assert runs_by_key(tmp_path) == logged  # all skipped the second time
 
 

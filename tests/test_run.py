@@ -24,7 +24,8 @@ grid:
   attention: [none, eam]
   placement: [stage_output]
 dataset:
-  {name: synthetic, root: "synthetic:tiny", normalisation: kinetics, crop: random, workers: 0}
+  {name: synthetic, root: "synthetic:tiny", normalisation: kinetics, crop: random, workers: 0,
+   subset: 4}
 train: {epochs: EPOCHS, batch_size: 16, optimizer: adamw, lr: 0.001, seeds: [0]}
 eval: {clips: even, count: 2, batch_size: 32}
 """

@@ -42,6 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except OSError as error:  # the machine, not the code: a full disk, a permission, a path
+        print(f"error: {_os_problem(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): nothing finished was lost; run again to resume.",
+              file=sys.stderr)  # fmt: skip
+        return 130
+
+
+def _os_problem(error: OSError) -> str:
+    """One paragraph: the file, what the system said, and the usual fix."""
+    where = f"{error.filename}: " if error.filename else ""
+    reason = error.strerror or str(error)
+    hint = {28: " Free some space (checkpoints/, mlruns/, the dataset cache) and run again.",
+            13: " Check the permissions of that path."}.get(error.errno or 0, "")  # fmt: skip
+    return f"{where}{reason}.{hint}"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,8 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
+from harness.cli.checks import device_flag, require_positive
 from harness.cli.data import add_dataset_arguments, dataset_config
 from harness.data.bench import bench_data, format_bench
 from harness.data.clips import ClipProtocol
@@ -44,6 +43,7 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_data(args: argparse.Namespace) -> int:
+    require_positive(args, "frames", "size", "videos", "clips", "workers")
     workers = args.workers or 2
     results = bench_data(
         dataset_config(args),
@@ -58,10 +58,11 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
+    require_positive(args, "batch", "frames", "size", "steps")
     result = bench_train(
         args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,
         frames=args.frames, size=args.size, steps=args.steps, compile_model=args.compile,
-        device=torch.device(args.device) if args.device else None,
+        device=device_flag(args.device),
     )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
     return 0

@@ -7,9 +7,8 @@ import argparse
 import json
 from collections.abc import Callable
 
-import torch
-
 from harness.analysis.profile import format_table, profile_spec, rows_as_json
+from harness.cli.checks import device_flag, require_positive
 from harness.config.spec import load_spec
 from registry import ATTENTION, BACKBONES, list_placements
 from registry.options import options_of
@@ -92,8 +91,9 @@ def _options_line(options: dict[str, dict[str, str]]) -> str:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    require_positive(args, "batch")
     spec = load_spec(args.spec)
-    device = torch.device(args.device) if args.device else None
+    device = device_flag(args.device)
     rows = profile_spec(spec, latency=args.latency, device=device, batch=args.batch)
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=2))

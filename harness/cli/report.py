@@ -45,6 +45,8 @@ def _report(args: argparse.Namespace) -> int:
     paths = sorted(Path("experiments").glob("*.yaml")) if args.all else [Path(args.spec)]
     if not paths:
         raise ConfigError("harness report --all: no experiments/*.yaml in the current folder.")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: that is a file; give a folder for the report.")
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
     for spec in specs:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)

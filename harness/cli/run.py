@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 from harness.config.smoke import warn_dropped_weights
@@ -81,6 +82,10 @@ def _run(args: argparse.Namespace) -> int:
                        per_gpu=args.per_gpu)  # fmt: skip
     if group.main:  # under torchrun, one summary
         _print_summary(spec, summary, uri, time.perf_counter() - started)
+    if summary.interrupted:
+        print("interrupted (Ctrl-C): the trials cut short are KILLED and resume when you run "
+              "the same command again.", file=sys.stderr)  # fmt: skip
+        return 130
     return 1 if summary.failed else 0
 
 

@@ -8,6 +8,7 @@ resolved relative to the working directory when a run starts.
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
@@ -15,6 +16,18 @@ from typing import Any, Literal
 from harness.data.formats import FORMATS
 from registry import ConfigError
 from registry.options import check_value
+
+
+def bounded(default: Any = MISSING, *, low: float | None = None, high: float | None = None,
+            above: float | None = None, below: float | None = None,
+            nonempty: bool = False) -> Any:  # fmt: skip
+    """A field whose number (or each number of its list) must lie within the bounds: `low` and
+    `high` inclusive, `above` and `below` exclusive; `nonempty` lists need a value. Checked at
+    load time (so `--dry-run` catches them), with the key named."""
+    bounds = {"low": low, "high": high, "above": above, "below": below, "nonempty": nonempty}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"bounds": bounds})
+    return field(default=default, metadata={"bounds": bounds})
 
 
 @dataclass(frozen=True)
@@ -27,13 +40,15 @@ class DatasetSection:
     split_dir: str | None = None
     annotations: str | None = None
     split_file: str | None = None
-    splits: list[int] = field(default_factory=lambda: [1])
+    splits: list[int] = bounded([1], low=1, nonempty=True)
     normalisation: Literal["activitynet", "kinetics", "imagenet"] = "activitynet"
     crop: Literal["multiscale_corner", "random_resized", "random"] = "multiscale_corner"
-    workers: int | None = None  # loader processes per trial; None: sized to the machine
+    workers: int | None = bounded(
+        None, low=0
+    )  # loader processes per trial; None: sized to the machine
     flow_root: str | None = None  # TSN-style flow images (`harness data flow`), for flow streams
-    segments: int = 3  # TSN segments per training video (2D backbones)
-    subset: int | None = None  # use only the first N train and N test videos of each class
+    segments: int = bounded(3, low=1)  # TSN segments per training video (2D backbones)
+    subset: int | None = bounded(None, low=1)  # only the first N train and test videos per class
 
 
 @dataclass(frozen=True)
@@ -47,20 +62,20 @@ class TrainSection:
     `deterministic: true` asks for deterministic kernels (and sets `CUBLAS_WORKSPACE_CONFIG` on
     a GPU); `sync_every` is how many steps run between the checks of the loss for NaN."""
 
-    epochs: int = 1
-    batch_size: int = 8  # global: the sum over the ranks
+    epochs: int = bounded(1, low=1)
+    batch_size: int = bounded(8, low=1)  # global: the sum over the ranks
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
+    lr: float = bounded(0.001, above=0)
+    momentum: float = bounded(0.9, low=0, below=1)
+    weight_decay: float = bounded(1e-5, low=0)
     schedule: Literal["constant", "eam", "cosine", "plateau"] = "constant"
-    warmup_epochs: int = 0
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
+    warmup_epochs: int = bounded(0, low=0)
+    milestones: list[int] = bounded([], low=1)
+    gamma: float = bounded(0.1, above=0, high=1)
     trainable: str | list[str] = "all"
     pretrained: str | None = None
-    grad_clip: float | None = None
-    seeds: list[int] = field(default_factory=lambda: [0])
+    grad_clip: float | None = bounded(None, above=0)
+    seeds: list[int] = bounded([0], low=0, nonempty=True)
     save_checkpoint: bool = False  # log the trained weights as an MLflow artifact
     bf16: bool | None = None  # bf16 autocast
     channels_last: bool | None = None  # channels-last (3D) memory for the model and its input
@@ -68,7 +83,7 @@ class TrainSection:
     cudnn_benchmark: bool | None = None  # cuDNN autotuning (off when deterministic)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False
-    sync_every: int = 50  # steps between the host's looks at the loss
+    sync_every: int = bounded(50, low=1)  # steps between the host's looks at the loss
 
 
 @dataclass(frozen=True)
@@ -80,9 +95,17 @@ class EvalSection:
     (TSN's 1 : 1.5 by default)."""
 
     clips: Literal["sliding", "even"] = "sliding"
-    count: int = 10  # even clips per video; TSN test segments for 2D backbones
-    batch_size: int = 16
-    fusion_weights: list[float] = field(default_factory=lambda: [1.0, 1.5])  # RGB, flow
+    count: int = bounded(10, low=1)  # even clips per video; TSN test segments for 2D backbones
+    batch_size: int = bounded(16, low=1)
+    fusion_weights: list[float] = bounded([1.0, 1.5], low=0)  # RGB, flow
+
+    def __post_init__(self) -> None:
+        weights = self.fusion_weights
+        if len(weights) != 2 or sum(weights) <= 0:
+            raise ConfigError(
+                f"key 'eval.fusion_weights' = {weights!r} is not accepted: expected two "
+                "non-negative weights, RGB then flow, not both zero (TSN: [1.0, 1.5])."
+            )
 
 
 @dataclass(frozen=True)
@@ -107,9 +130,38 @@ def parse_section(cls: type, raw: Any, key: str) -> Any:
     for name, spec_field in known.items():
         if name in raw:
             values[name] = check_value(f"key '{key}.{name}'", hints[name], raw[name])
+            check_bounds(f"key '{key}.{name}'", values[name], spec_field.metadata.get("bounds"))
             registry = spec_field.metadata.get("registry")
             if registry is not None and values[name] not in registry:
                 raise ConfigError(f"key '{key}.{name}': {registry.unknown_message(raw[name])}")
         elif spec_field.default is MISSING and spec_field.default_factory is MISSING:
             raise ConfigError(f"key '{key}.{name}' is missing.")
     return cls(**values)
+
+
+def check_bounds(where: str, value: Any, bounds: dict | None) -> None:
+    """`ConfigError` naming `where` when `value` (a number, or each number of a list) is not
+    finite or lies outside `bounds` (see `bounded`)."""
+    numbers = value if isinstance(value, list) else [value]
+    if bounds and bounds["nonempty"] and not numbers:
+        raise ConfigError(f"{where} = []: give at least one value.")
+    for number in numbers:
+        if not isinstance(number, int | float) or isinstance(number, bool):
+            continue
+        problem = _out_of_bounds(number, bounds or {})
+        if problem:
+            raise ConfigError(f"{where} = {value!r} is not accepted: {problem}.")
+
+
+def _out_of_bounds(number: float, bounds: dict) -> str | None:
+    if not math.isfinite(number):
+        return "expected a finite number"
+    low, high, above, below = (bounds.get(k) for k in ("low", "high", "above", "below"))
+    limits = [
+        (low is not None and number < low, f"at least {low}"),
+        (high is not None and number > high, f"at most {high}"),
+        (above is not None and number <= above, f"greater than {above}"),
+        (below is not None and number >= below, f"less than {below}"),
+    ]
+    wanted = [text for broken, text in limits if broken]
+    return f"expected a value {' and '.join(wanted)}" if wanted else None

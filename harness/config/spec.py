@@ -37,8 +37,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import json
+import re
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,11 @@ TOP_LEVEL_KEYS = (
 )  # fmt: skip
 MODEL_KEYS = ("num_classes", "frames", "size", "options")
 MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
+# outside a result's identity: how it runs, and the lists whose one value the trial key holds
+HOW_NOT_WHAT = ("workers", "sync_every", "save_checkpoint", "seeds", "splits")
+AXIS_LIMITS = {"num_classes": 100_000, "frames": 1024, "size": 1024}  # beyond: a typo
+SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names folders and an experiment
+UNSAFE_IN_KEYS = ("/", "\\", "\0")  # a trial key names a checkpoint folder
 
 
 class SpecError(ConfigError):
@@ -117,6 +125,18 @@ class Spec:
             merged |= change
         return parse_section(TrainSection, merged, "train")
 
+    def config_hash(self, trial: Trial) -> str:
+        """A hash of everything that shapes `trial`'s result: its model, split and seed, its
+        train settings, the dataset and the evaluation protocol (not how many loader workers,
+        how often the loss is read, or which other seeds and splits the spec lists). A finished
+        run is reused only under the same hash."""
+        train = {k: v for k, v in asdict(self.train_for(trial)).items() if k not in HOW_NOT_WHAT}
+        dataset = {k: v for k, v in asdict(self.dataset).items() if k not in HOW_NOT_WHAT}
+        payload = {"trial": trial.key, "train": train, "dataset": dataset,
+                   "eval": asdict(self.eval)}  # fmt: skip
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def reference_for(self, trial: Trial) -> dict[str, Any]:
         """The paper's values for `trial` (later references override earlier ones)."""
         values: dict[str, Any] = {}
@@ -148,19 +168,55 @@ def load_spec(
     `overrides`, `key.path=value` strings (values parsed as YAML), apply before validation.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    raw, text = _read_yaml(path)
     if smoke:
         raw = smoke_raw(raw)
     for override in overrides:  # after --smoke, so `--smoke --set train.epochs=2` trains two
         raw = _apply_override(raw, override, path)
     content = yaml.safe_dump(raw, sort_keys=False) if overrides or smoke else text
     return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML in which a key given twice in one mapping is an error, not "the last wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise SpecError(
+                    f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}"
+                    "); YAML would silently keep the last. Remove one."
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`text` as YAML (safe, duplicate keys refused); `SpecError` naming `where` otherwise."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{where}: not valid YAML: {' '.join(str(error).split())}") from None
+    except SpecError as error:
+        raise SpecError(f"{where}: {error}") from None
+
+
+def _read_yaml(path: Path) -> tuple[Any, str]:
+    """The spec file's YAML and its text; one-paragraph errors for a missing, unreadable or
+    non-UTF-8 file."""
+    if not path.is_file():
+        raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"Spec file {str(path)!r} is not UTF-8 text (byte {error.start}): save it as UTF-8."
+        ) from None
+    except OSError as error:
+        raise SpecError(f"Spec file {str(path)!r} cannot be read: {error.strerror}.") from None
+    return parse_yaml(text, str(path)), text
 
 
 def select_trials(spec: Spec, patterns: list[str]) -> Spec:
@@ -193,7 +249,7 @@ def _apply_override(raw: Any, override: str, path: Path) -> Any:
         target = target.setdefault(parent, {})
         if not isinstance(target, dict):
             raise SpecError(f"--set {override!r}: '{parent}' is not a mapping in {path}.")
-    target[last] = yaml.safe_load(value)
+    target[last] = parse_yaml(value, f"--set {override!r}")
     return raw
 
 
@@ -202,7 +258,7 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
     raw = where.mapping(raw, "the top level")
     where.only_keys(raw, TOP_LEVEL_KEYS, "the top level")
     sections = _sections(where, raw)
-    name = where.typed(raw, "name", str)
+    name = _check_name(where, where.typed(raw, "name", str))
     model = where.mapping(raw.get("model", {}), "model")
     where.only_keys(model, MODEL_KEYS, "model")
     defaults = {
@@ -221,8 +277,7 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
             for split in sections["dataset"].splits
             for seed in sections["train"].seeds
         )
-    keys = [t.key for t in trials]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    duplicates = sorted(k for k, n in Counter(t.key for t in trials).items() if n > 1)
     if duplicates:
         raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
     references = tuple(_references(where, raw.get("reference", [])))
@@ -249,8 +304,8 @@ def _per_trial(where: _Where, raw: Mapping) -> tuple:
             parse_section(TrainSection, merged, f"per_trial[{i}].train")
         except ConfigError as error:
             raise SpecError(f"{where.path}: {error}") from None
-        found.append((dict(where.mapping(entry.get("match", {}), f"per_trial[{i}].match")),
-                      dict(changes)))  # fmt: skip
+        match = where.mapping(entry.get("match", {}), f"per_trial[{i}].match")
+        found.append((_check_match(where, match, f"per_trial[{i}].match"), dict(changes)))
     return tuple(found)
 
 
@@ -321,9 +376,11 @@ def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -
         for axis in ("backbone", "attention"):
             if axis in values and not isinstance(values[axis], str):
                 raise ConfigError(f"{axis} must be a registry name, got {values[axis]!r}.")
-        for axis in ("num_classes", "frames", "size"):
-            if check_value(axis, int, values[axis]) < 1:
-                raise ConfigError(f"{axis} = {values[axis]}: expected a positive integer.")
+        for axis, limit in AXIS_LIMITS.items():
+            if not 1 <= check_value(axis, int, values[axis]) <= limit:
+                raise ConfigError(
+                    f"{axis} = {values[axis]}: expected an integer from 1 to {limit}."
+                )
         trial = Trial(
             backbone=values["backbone"],
             attention=values.get("attention", "none"),
@@ -334,9 +391,35 @@ def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -
             options=tuple(sorted(options.items())),
         )
         _check_input(trial, trial.resolve())  # resolve: names, options, placement vs backbone
+        if any(unsafe in trial.key for unsafe in UNSAFE_IN_KEYS):
+            raise ConfigError(f"an option value makes the trial key {trial.key!r}, which would "
+                              "name a folder: values may not contain '/' or '\\'.")  # fmt: skip
     except ConfigError as error:
         raise SpecError(f"{where.path}: trial ({context}): {error}") from None
     return trial
+
+
+def _check_name(where: _Where, name: str) -> str:
+    if not SPEC_NAME.fullmatch(name) or ".." in name:
+        raise where.error(
+            "name", f"{name!r} is not accepted: a spec's name names its folders "
+            "(checkpoints/<name>/, reports/<name>/) and its MLflow experiment, so it must be 1 to "
+            "100 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'.",
+        )  # fmt: skip
+    return name
+
+
+def _check_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
+    """A `match` block's keys must be trial fields, as in the grid (a misspelt key would
+    silently match nothing)."""
+    accepted = set(MODEL_AXES) | _option_names() | {"stream"}
+    for name in match:
+        if name not in accepted:
+            raise where.error(
+                f"{key}.{name}", f"unknown key: a match names trial fields ({', '.join(MODEL_AXES)}"
+                ", stream, or an option of a backbone or attention module).",
+            )  # fmt: skip
+    return dict(match)
 
 
 def _check_input(trial: Trial, resolved) -> None:
@@ -370,7 +453,11 @@ def _references(where: _Where, raw: Any) -> list[Reference]:
             continue
         found.append(
             Reference(
-                dict(where.mapping(entry.get("match", {}), f"reference[{i}].match")),
+                _check_match(
+                    where,
+                    where.mapping(entry.get("match", {}), f"reference[{i}].match"),
+                    f"reference[{i}].match",
+                ),  # fmt: skip
                 values,
                 label=where.typed(entry, "label", str, f"reference[{i}].", default=""),
             )

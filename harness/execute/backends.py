@@ -3,23 +3,24 @@ existing Dask cluster (`--backend dask --scheduler tcp://HOST:8786`).
 
 A backend knows nothing of specs or stores: it calls `job(trial, slot, slots)` for every trial,
 where `slot` (0 ≤ slot < slots) names the worker's share of the machine (its GPU, or its share of
-the CPU cores), and returns `(trial key, failure or None)` in the order given. A worker that dies
-mid-trial leaves that trial's run RUNNING with its last epoch checkpoint; Dask reschedules the
-task on another worker, which continues the same run.
+the CPU cores), and returns `(trial key, what the job returned)` in the order given. A worker
+that dies mid-trial leaves that trial's run RUNNING with its last epoch checkpoint; Dask
+reschedules the task on another worker, which continues the same run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from joblib import Parallel, delayed
 
 from harness.config import Trial
 
-Job = Callable[[Trial, int, int], str | None]  # (trial, slot, slots) → failure, or None
+Job = Callable[[Trial, int, int], Any]  # (trial, slot, slots) → the trial's outcome
 
 
-def run_local(job: Job, trials: Sequence[Trial], jobs: int) -> list[tuple[str, str | None]]:
+def run_local(job: Job, trials: Sequence[Trial], jobs: int) -> list[tuple[str, Any]]:
     """`jobs` trials at a time in local processes (joblib's loky backend)."""
     slots = max(jobs, 1)
     calls = (delayed(_keyed)(job, t, i % slots, slots) for i, t in enumerate(trials))
@@ -28,7 +29,7 @@ def run_local(job: Job, trials: Sequence[Trial], jobs: int) -> list[tuple[str, s
 
 def run_dask(
     job: Job, trials: Sequence[Trial], scheduler: str, slots: int
-) -> list[tuple[str, str | None]]:
+) -> list[tuple[str, Any]]:
     """Every trial submitted to the Dask cluster at `scheduler` (`pip install -e ".[dask]"`)."""
     from distributed import Client  # the optional `dask` extra
 
@@ -42,5 +43,5 @@ def run_dask(
         return client.gather(futures)
 
 
-def _keyed(job: Job, trial: Trial, slot: int, slots: int) -> tuple[str, str | None]:
+def _keyed(job: Job, trial: Trial, slot: int, slots: int) -> tuple[str, Any]:
     return trial.key, job(trial, slot, slots)

@@ -12,12 +12,13 @@ finds none free waits for one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from harness.execute.locks import release, try_lock
 
 POLL_SECONDS = 1.0
 
@@ -38,24 +39,12 @@ def claimed_gpu(
     while True:
         for slot in range(per_gpu):
             for gpu in range(count):
-                handle = _try_lock(folder / f"gpu{gpu}-slot{slot}.lock")
+                handle = try_lock(folder / f"gpu{gpu}-slot{slot}.lock")
                 if handle is None:
                     continue
                 try:
                     yield gpu
                 finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-                    handle.close()
+                    release(handle)
                 return
         time.sleep(poll)
-
-
-def _try_lock(path: Path):
-    """The open, exclusively locked file at `path`, or None when another process holds it."""
-    handle = path.open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle

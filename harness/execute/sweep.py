@@ -1,15 +1,13 @@
 """`harness run`: every trial of a spec trained, evaluated and logged, safe to run again.
 
-A trial whose latest run is FINISHED is skipped. Any other (FAILED, KILLED, or RUNNING left behind
-by a killed process) runs again in the same run, resuming from its last epoch checkpoint.
-
-What a failure does depends on whose it is. Data and numerics (undecodable videos, a missing
-file, a NaN loss, a setting this trial cannot use) end that trial with a one-line reason and the
-others go on; so does running out of memory, whose reason names the trial, its batch size and
-the memory, after which the cache is freed for the next trial. Anything else (a bug in the code,
-a CUDA device-side assert, which leaves the GPU unusable) stops the sweep: the traceback is
-saved in the trial's run (`traceback.txt`) and printed, and the trial resumes from its last
-checkpoint once fixed. The summary lists finished, skipped and failed trials.
+A trial whose latest run is FINISHED under the same configuration (`Spec.config_hash`: model,
+split, seed, train settings, dataset, evaluation) is skipped; one finished under another
+configuration runs again as a new run. Any other (FAILED, KILLED, or RUNNING left behind by a
+killed process) runs again in the same run, resuming from its last epoch checkpoint. Two sweeps
+in one folder never train one trial at once (`harness.execute.locks`). A trial's own failure
+ends it alone, other errors stop the sweep (`harness.execute.failures`); Ctrl-C stops it with
+the summary of what finished, the interrupted runs KILLED (resumable). The summary lists
+finished, skipped and failed trials.
 
 Trials run one after another, in local processes or on a Dask cluster
 (`harness.execute.backends`), each worker with a GPU of its own (`harness.execute.gpus`); the
@@ -19,27 +17,33 @@ store already exists (the caller opened it), so parallel workers never race on i
 from __future__ import annotations
 
 import functools
-import gc
 import os
-import resource
 from dataclasses import dataclass, field
 
 import torch
 
 from harness.config import Spec, SpecError, Trial
-from harness.device import CONCURRENT_TRIALS_ENV, cores_per_process, device_name
+from harness.device import CONCURRENT_TRIALS_ENV, cores_per_process
 from harness.execute.backends import run_dask, run_local
+from harness.execute.failures import TRIAL_FAILURES, run_or_reason
 from harness.execute.fusion import fuse_finished
 from harness.execute.gpus import claimed_gpu
+from harness.execute.locks import trial_claim
 from harness.execute.preflight import preflight, readiness
 from harness.tracking import Store, open_store
+from harness.tracking.schema import same_config
 from harness.train import distributed
-from harness.train.engine import NonFiniteLoss
-from harness.train.trial import run_trial
 from registry import ConfigError
 
-# What ends one trial without stopping the others: its data, its numbers, its settings.
-TRIAL_FAILURES = (NonFiniteLoss, ConfigError, OSError)
+__all__ = ["TRIAL_FAILURES", "Outcome", "Summary", "run_guarded", "run_spec", "trial_in_worker"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one trial of a sweep ended: `finished`, `failed` (with why) or `skipped` (why)."""
+
+    kind: str
+    reason: str | None = None
 
 
 @dataclass
@@ -49,6 +53,17 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     fused: list[str] = field(default_factory=list)  # two-stream results logged this time
     missing: list[str] = field(default_factory=list)  # what a dry run found missing
+    interrupted: bool = False  # Ctrl-C stopped the sweep
+
+    def add(self, key: str, outcome: Outcome) -> None:
+        if outcome.kind == "finished":
+            self.finished.append(key)
+        elif outcome.kind == "skipped":
+            self.skipped.append(key)
+            print(f"skip  {key} ({outcome.reason})")
+        else:
+            self.failed[key] = outcome.reason
+            print(f"FAIL  {key}: {outcome.reason}")
 
 
 def run_spec(
@@ -69,15 +84,27 @@ def run_spec(
         if not summary.missing:
             preflight(spec)
         return summary
-    for key, failure in _execute(spec, store, todo, progress, jobs, scheduler, per_gpu):
-        if failure is None:
-            summary.finished.append(key)
-        else:
-            summary.failed[key] = failure
-            print(f"FAIL  {key}: {failure}")
+    try:
+        _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu)
+    except KeyboardInterrupt:  # the runs it cut short are KILLED (resumable)
+        summary.interrupted = True
+        _kill_orphans(spec, store, [trial for trial, _ in todo])
+        return summary
     if distributed.current().main:
         summary.fused += fuse_finished(spec, store)
     return summary
+
+
+def _kill_orphans(spec: Spec, store: Store, trials: list[Trial]) -> None:
+    """Runs left RUNNING by workers stopped before they could say so (joblib terminates its
+    workers on Ctrl-C) are marked KILLED; a trial another process still holds is left alone."""
+    for trial in trials:
+        record = store.latest_run(trial.key)
+        if record is None or record.status != "RUNNING":
+            continue
+        with trial_claim(spec.name, trial.key) as free:
+            if free:
+                store.mark_killed(record.run_id)
 
 
 def _check_batches(spec: Spec) -> None:
@@ -91,88 +118,69 @@ def _check_batches(spec: Spec) -> None:
 
 
 def _todo(spec: Spec, store: Store, summary: Summary, *, dry_run: bool) -> list[tuple]:
-    """`(trial, how it resumes)` for every unfinished trial; finished ones are skipped."""
+    """`(trial, how it starts)` for every trial not finished under its configuration; the
+    others are skipped. One paged search of the store for all of them."""
     todo = []
+    records = store.latest_runs(t.key for t in spec.trials)
     for trial in spec.trials:
-        status = store.status(trial.key)
-        if status == "FINISHED":
+        record = records.get(trial.key)
+        same = record is not None and same_config(record, spec.config_hash(trial))
+        if same and record.finished:
             summary.skipped.append(trial.key)
             print(f"skip  {trial.key} (finished)")
         elif dry_run:
-            print(f"todo  {trial.key} ({(status or 'not started').lower()})")
+            print(f"todo  {trial.key} ({_state(record, same)})")
         else:
-            todo.append((trial, f" (resuming a {status.lower()} run)" if status else ""))
+            todo.append((trial, f" ({_state(record, same)})" if record else ""))
     return todo
 
 
-def _execute(spec, store, todo, progress, jobs, scheduler, per_gpu) -> list[tuple[str, str | None]]:
+def _state(record, same: bool) -> str:
+    if record is None:
+        return "not started"
+    if not same:
+        return f"its {record.status.lower()} run had another configuration: a new run"
+    return f"resuming a {record.status.lower()} run"
+
+
+def _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu) -> None:
     if jobs == 1 and not scheduler:
-        outcomes = []
         for trial, resuming in todo:  # each announced as it starts, its results under it
             print(f"run   {trial.key}{resuming}")
-            outcomes.append((trial.key, run_guarded(spec, trial, store, progress=progress)))
-        return outcomes
+            summary.add(trial.key, run_guarded(spec, trial, store, progress=progress))
+        return
     for trial, resuming in todo:
         print(f"queue {trial.key}{resuming}")
     trials = [trial for trial, _ in todo]
     job = functools.partial(trial_in_worker, spec, store.uri, os.getcwd(), per_gpu)
     if scheduler:
-        return run_dask(job, trials, scheduler, slots=max(jobs, 1))
-    return run_local(job, trials, jobs)
-
-
-def run_guarded(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> str | None:
-    """Run one trial; None when it finished, else why it failed (the others carry on). Errors
-    that are not the trial's (see the module's docstring) propagate and stop the sweep."""
-    try:
-        run_trial(spec, trial, store, progress=progress)
-        return None
-    except TRIAL_FAILURES as error:
-        return f"{type(error).__name__}: {error}".splitlines()[0]
-    except RuntimeError as error:
-        if not is_out_of_memory(error):
-            raise
-        reason = _out_of_memory(spec, trial)
-    _free_memory()  # outside the `except`: the traceback no longer holds the trial's tensors
-    return reason
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """A CUDA or CPU allocation failure (torch raises both as RuntimeError)."""
-    text = str(error)
-    return (
-        isinstance(error, torch.cuda.OutOfMemoryError)
-        or "out of memory" in text.lower()
-        or "can't allocate memory" in text
-    )
-
-
-def _out_of_memory(spec: Spec, trial: Trial) -> str:
-    device = distributed.current().device
-    batch = spec.train_for(trial).batch_size
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**30
-        total = torch.cuda.get_device_properties(device).total_memory / 2**30
-        memory = f"{peak:.1f} GiB allocated at the peak, of {total:.1f} GiB"
+        outcomes = run_dask(job, trials, scheduler, slots=max(jobs, 1))
     else:
-        memory = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB resident"
-    return (
-        f"out of memory on {device_name(device)} in trial {trial.key} at train.batch_size "
-        f"{batch} (eval.batch_size {spec.eval.batch_size}): {memory}. Lower the batch size "
-        "(--set train.batch_size=...) or the clip size."
-    )
+        outcomes = run_local(job, trials, jobs)
+    for key, outcome in outcomes:
+        summary.add(key, outcome)
 
 
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+def run_guarded(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> Outcome:
+    """Run one trial unless another process holds it or it finished meanwhile; a trial's own
+    failure is an outcome (the others carry on), any other error propagates and stops the
+    sweep (`harness.execute.failures`)."""
+    if distributed.current().launched:  # under torchrun the ranks run it together, unclaimed
+        reason = run_or_reason(spec, trial, store, progress=progress)
+        return Outcome("finished" if reason is None else "failed", reason)
+    with trial_claim(spec.name, trial.key) as held:
+        if not held:
+            return Outcome("skipped", "another harness process in this folder is running it")
+        record = store.latest_run(trial.key)
+        if record is not None and record.finished and same_config(record, spec.config_hash(trial)):
+            return Outcome("skipped", "finished meanwhile by another process")
+        reason = run_or_reason(spec, trial, store, progress=progress)
+    return Outcome("finished" if reason is None else "failed", reason)
 
 
 def trial_in_worker(
     spec: Spec, uri: str, folder: str, per_gpu: int, trial: Trial, slot: int, slots: int
-) -> str | None:
+) -> Outcome:
     """One trial in a worker process: a GPU of its own (claimed from the machine's pool for
     the trial's duration) or its share of the CPU cores, in the launching folder (on a
     cluster, a path the workers share), logging to the store at `uri` (created before fan-out)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.config import Spec, Trial, TwoStream, two_stream_pairs
 from harness.tracking import RunRecord
+from harness.tracking.schema import same_config
 from registry import ATTENTION, BACKBONES
 from registry.options import options_of
 
@@ -86,10 +87,20 @@ def _add(rows: dict[str, ReportRow], spec: Spec, model, trial, runs) -> None:
     )
     row.trials.append(trial)
     run = runs.get(trial.key)
-    if run is not None and run.finished:
+    if run is not None and run.finished and _made_as_specified(spec, trial, run):
         row.runs.append(run)
+    elif run is not None and run.finished:
+        row.unfinished.append("finished under another configuration")
     else:
         row.unfinished.append(run.status.lower() if run is not None else "not started")
+
+
+def _made_as_specified(spec: Spec, trial, run: RunRecord) -> bool:
+    """A trial's run counts only if made with the spec's configuration as given now (with its
+    `--set` overrides); fused two-stream runs count when their two stream runs do."""
+    if not isinstance(trial, Trial) or spec.dataset is None:
+        return True
+    return same_config(run, spec.config_hash(trial))
 
 
 def baseline_of(row: ReportRow, rows: list[ReportRow]) -> ReportRow | None:

@@ -14,16 +14,25 @@ import numpy as np
 
 from harness.analysis.metrics import VideoMetrics, VideoScores
 from harness.tracking.base import RunLog, RunRecord
+from registry import ConfigError
 
 TRIAL_KEY_TAG = "trial_key"
+CONFIG_HASH_TAG = "config_hash"  # the hash of everything that shapes the trial's result
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec the run was made with
 TRACEBACK_ARTIFACT = "traceback.txt"  # why a run failed, when an exception ended it
+UNREADABLE_ARTIFACT = "unreadable_videos.json"  # {video: why no frame of it decodes}
 PER_CLASS_ARTIFACT = "per_class.csv"  # class, accuracy
 CONFUSION_ARTIFACT = "confusion.csv"  # rows: true class; columns: predicted class
 SCORES_ARTIFACT = "per_video_scores.json"  # {"videos": {name: {label, scores}}, "unscored": []}
 WEIGHTS_FOLDER = "checkpoint"  # train.save_checkpoint logs the resume file here:
 WEIGHTS_ARTIFACT = f"{WEIGHTS_FOLDER}/last.pt"  # {"model": state_dict, ...}
 FUSED_FROM_TAGS = ("fused_rgb_run", "fused_flow_run")  # a two-stream run's two stream runs
+
+
+def same_config(record: RunRecord, config_hash: str) -> bool:
+    """Whether `record` was made with the configuration hashed as `config_hash`; runs logged
+    before the hash existed carry none and are taken as made with it."""
+    return record.tags.get(CONFIG_HASH_TAG, config_hash) == config_hash
 
 
 def replaced_artifact(epoch: int) -> str:
@@ -58,8 +67,21 @@ def log_results(
 
 
 def per_video_scores(run: RunRecord) -> dict | None:
-    """`{"videos": {name: {"label", "scores"}}, "unscored": [names]}`, or None if not logged."""
-    return run.artifact_json(SCORES_ARTIFACT)
+    """`{"videos": {name: {"label", "scores"}}, "unscored": [names]}`, or None if not logged;
+    a damaged file is a `ConfigError` naming the run (the report cannot use it)."""
+    try:
+        scores = run.artifact_json(SCORES_ARTIFACT)
+    except (ValueError, UnicodeDecodeError):
+        scores = "damaged"
+    if scores is not None and not (
+        isinstance(scores, dict) and isinstance(scores.get("videos"), dict)
+    ):
+        raise ConfigError(
+            f"run {run.run_id} (trial {run.trial_key}): its artifact {SCORES_ARTIFACT} is not the "
+            "per-video scores this harness writes (damaged or edited). Delete that run in the "
+            "MLflow UI and run the trial again, or restore the file."
+        )
+    return scores
 
 
 def class_names(run: RunRecord) -> list[str]:

@@ -1,24 +1,39 @@
 """The resume format: one file per unfinished trial, `checkpoints/<spec>/<trial>/last.pt`,
-holding the last finished epoch, the model, optimiser and schedule states and the torch RNGs (the
-CPU's, and the current GPU's on a CUDA machine).
-Written atomically (a temporary file renamed over the previous one), read with
-`torch.load(weights_only=True)`, so a file that would run code is refused."""
+holding the last finished epoch, the model, optimiser and schedule states, the torch RNGs (the
+CPU's, and the current GPU's on a CUDA machine), and what it belongs to: the store and
+experiment of its run (`owner`) and the trial's configuration hash.
+
+Written atomically (a temporary file renamed over the previous one, removed if writing fails),
+read with `torch.load(weights_only=True)`, so a file that would run code is refused. A file that
+cannot be used (refused, damaged, of another architecture, another store's run or another
+configuration) is set aside as `checkpoints/<spec>/<trial>.last.pt.unusable-<time>` with a warning
+naming it, and the trial starts again from its first epoch.
+"""
 
 from __future__ import annotations
 
+import pickle
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 CHECKPOINTS = Path("checkpoints")
+UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError)
 
 
 def checkpoint_path(spec_name: str, trial_key: str) -> Path:
-    """Where trial `trial_key` of spec `spec_name` keeps its resume point."""
-    return CHECKPOINTS / spec_name / trial_key / "last.pt"
+    """Where trial `trial_key` of spec `spec_name` keeps its resume point (both are validated
+    names: no separators, no `..`; checked again here so no path leaves `checkpoints/`)."""
+    path = CHECKPOINTS / spec_name / trial_key / "last.pt"
+    if ".." in path.parts or not path.resolve().is_relative_to(CHECKPOINTS.resolve()):
+        raise ValueError(f"checkpoint path {path} leaves {CHECKPOINTS}/")
+    return path
 
 
-def save_checkpoint(path: Path, model, optimizer, schedule, epoch: int) -> None:
+def save_checkpoint(path: Path, model, optimizer, schedule, epoch: int, *, owner: str,
+                    config_hash: str) -> None:  # fmt: skip
     """The state after `epoch`, replacing the previous one only once fully written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -28,19 +43,32 @@ def save_checkpoint(path: Path, model, optimizer, schedule, epoch: int) -> None:
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "owner": owner,
+        "config_hash": config_hash,
     }
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state()
-    torch.save(state, temporary)
-    temporary.replace(path)  # a kill mid-write leaves the previous checkpoint intact
+    try:
+        torch.save(state, temporary)
+        temporary.replace(path)  # a kill mid-write leaves the previous checkpoint intact
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not keep a half-written file
+        raise
 
 
-def load_checkpoint(path: Path, model, optimizer, schedule) -> int | None:
-    """Restore the states saved at `path` into the given objects; the epoch it ended, or None
-    when there is no checkpoint."""
+def load_checkpoint(path: Path, model, optimizer, schedule, *, owner: str,
+                    config_hash: str) -> int | None:  # fmt: skip
+    """Restore the states saved at `path` into the given objects and return the epoch they
+    ended; None when there is no usable checkpoint (an unusable one is set aside)."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE as error:
+        return set_aside(path, f"it cannot be read as a resume file ({type(error).__name__})")
+    problem = _mismatch(state, model, owner, config_hash)
+    if problem:
+        return set_aside(path, problem)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -48,3 +76,29 @@ def load_checkpoint(path: Path, model, optimizer, schedule) -> int | None:
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda_rng"])
     return state["epoch"]
+
+
+def _mismatch(state, model, owner: str, config_hash: str) -> str | None:
+    """Why `state` cannot resume this trial's run, or None."""
+    needed = {"epoch", "model", "optimizer", "schedule", "torch_rng", "owner", "config_hash"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        return "it is not a resume file of this harness (keys missing)"
+    if state["owner"] != owner:
+        return f"it belongs to a run in another store ({state['owner']})"
+    if state["config_hash"] != config_hash:
+        return "it was written with another configuration of this trial"
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state["model"].items() if hasattr(v, "shape")}
+    if expected != found:
+        return "its weights do not fit this trial's model (another architecture)"
+    return None
+
+
+def set_aside(path: Path, reason: str) -> None:
+    """Move an unusable resume file out of the way, saying so; the trial starts from scratch."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # beside the trial's folder, which finishing deletes
+    target = path.parent.parent / f"{path.parent.name}.{path.name}.unusable-{stamp}"
+    path.replace(target)
+    print(f"warning: resume file {path} not used: {reason}. It was moved to {target}; the "
+          "trial starts again from its first epoch.", file=sys.stderr)  # fmt: skip
+    return None

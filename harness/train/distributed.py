@@ -62,6 +62,15 @@ def current() -> Group:
     return Group(dist.get_rank(), dist.get_world_size(), default_device(), launched=True)
 
 
+def broadcast_from_main(value):
+    """Rank 0's `value` on every rank (a collective under torchrun; `value` itself alone)."""
+    if not dist.is_initialized():
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.analysis.metrics import ClipScoreAccumulator, VideoMetrics, VideoScores, video_metrics
+from harness.data.splits import DataError
 from harness.train.step import Stepper, StepSettings, autocast, forward
 
 
@@ -84,8 +85,12 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct_sum / seen:.3f}")
         waited = time.perf_counter()
     loss_sum, correct_sum, seen = window.read()
+    if seen == 0:
+        raise DataError(
+            f"epoch {epoch} trained on no sample: the training set is empty or no clip of it "
+            "could be decoded. Check the videos with `harness data check`."
+        )
     compute_seconds = time.perf_counter() - started - data_seconds
-    seen = max(seen, 1)
     return EpochStats(loss_sum / seen, correct_sum / seen, data_seconds, compute_seconds, replaced)
 
 

@@ -8,7 +8,7 @@ reads a spec's `dataset` and `eval` sections for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,6 +41,8 @@ class TrialData:
     train_set: Dataset
     eval_set: Dataset
     test_entries: list[Entry]  # the eval set's videos, in index order
+    unreadable: dict[str, str] = field(default_factory=dict)  # video → why no frame decodes
+    videos: int = 0  # train + test videos listed
 
 
 def dataset_config(spec: Spec, split: int) -> DatasetConfig:
@@ -68,7 +70,8 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
     lists, train, test = open_dataset(config)
     if section.subset:
         train, test = per_class(train, section.subset), per_class(test, section.subset)
-    reader = FrameReader(config.root, FrameIndex(config.root).lookup(train + test))
+    index = FrameIndex(config.root)
+    reader = FrameReader(config.root, index.lookup(train + test))
     if trial.resolve().backbone.dims == 2:
         train_set, eval_set = _segments(spec, trial, config, reader, train, test)
     else:
@@ -78,7 +81,8 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
         )  # fmt: skip
         train_set = TrainClips(reader, train, protocol, seed=trial.seed)
         eval_set = EvalClips(reader, test, protocol)
-    return TrialData(lists.classes, train_set, eval_set, test)
+    return TrialData(lists.classes, train_set, eval_set, test, index.unreadable,
+                     len(train) + len(test))  # fmt: skip
 
 
 def _segments(spec, trial, config, reader, train, test) -> tuple[Dataset, Dataset]:

@@ -9,9 +9,12 @@ checkpoints and evaluates.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import sys
 import traceback
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,18 +26,23 @@ from harness.analysis.metrics import VideoMetrics
 from harness.config import Spec, Trial
 from harness.config.sections import TrainSection
 from harness.data.clips import make_loader
+from harness.data.datasets import unreadable_message
+from harness.data.splits import DataError
 from harness.device import device_name
 from harness.tracking import NullRunLog, RunLog, Store
 from harness.tracking.provenance import provenance_tags
 from harness.tracking.schema import (
+    CONFIG_HASH_TAG,
     SPEC_ARTIFACT,
     TRACEBACK_ARTIFACT,
+    UNREADABLE_ARTIFACT,
     WEIGHTS_FOLDER,
     log_results,
     replaced_artifact,
+    same_config,
 )
 from harness.train import distributed
-from harness.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from harness.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, set_aside
 from harness.train.engine import evaluate, train_one_epoch
 from harness.train.inputs import TrialData, loader_params, loader_workers, trial_data
 from harness.train.optim import make_optimizer, make_schedule, set_trainable, step_schedule
@@ -78,13 +86,15 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
         optimizer = make_optimizer(model, train, fused=settings.fused_optimizer)
         schedule = make_schedule(optimizer, train)
         resume = checkpoint_path(spec.name, trial.key)
-        last_epoch = load_checkpoint(resume, model, optimizer, schedule)
+        run_id, last_epoch = _resume_point(store, context, resume, model, optimizer, schedule)
         stepper = Stepper(compiled(distributed.wrap(model, group), settings), optimizer,
                           settings, group.device, train.grad_clip)  # fmt: skip
-        with _open_run(store, trial, group) as log, _traceback_saved(log):
+        with _open_run(store, trial, group, run_id) as log, _traceback_saved(log):
             if last_epoch is None:
                 _log_trial(log, context, model)
-            _train(log, context, model, stepper, schedule, data, _next(last_epoch), resume)
+                _log_unreadable(log, data, group)
+            _train(log, context, model, stepper, schedule, data, _next(last_epoch),
+                   _Resume(resume, _owner(store), spec.config_hash(trial)))  # fmt: skip
             _log_replicas(log, model, group)
             _log_evaluation(log, context, model, data)
             if group.main and train.save_checkpoint:  # the trained weights (no validation
@@ -94,12 +104,56 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
     distributed.barrier()
 
 
+@dataclass(frozen=True)
+class _Resume:
+    """Where the trial's resume file goes and what it belongs to."""
+
+    path: Path
+    owner: str  # the store and experiment of the run it resumes
+    config_hash: str
+
+
+def _owner(store: Store) -> str:
+    return f"{store.uri}#{store.experiment}"
+
+
+def _resume_point(store: Store, context: _Context, path: Path, model, optimizer,
+                  schedule) -> tuple[str | None, int | None]:  # fmt: skip
+    """`(run to continue, its last finished epoch)`, decided by rank 0 and shared with the
+    other ranks, which then load the same resume file."""
+    owner, config = _owner(store), context.spec.config_hash(context.trial)
+    decision = None
+    if context.group.main:
+        decision = _decide(store, context.trial.key, config, path, (model, optimizer, schedule))
+    run_id, epoch = distributed.broadcast_from_main(decision)
+    if not context.group.main and epoch is not None:
+        load_checkpoint(path, model, optimizer, schedule, owner=owner, config_hash=config)
+    return run_id, epoch
+
+
+def _decide(store: Store, key: str, config: str, path: Path, states) -> tuple:
+    """The trial's unfinished run made with this configuration is continued from its resume
+    file (written for this store, this configuration and this model), or from epoch 0 when it
+    has none yet. A resume file that cannot be used is set aside and a new run starts; so does
+    one left with no unfinished run of this configuration in this store."""
+    previous = store.latest_run(key)
+    usable = previous is not None and not previous.finished and same_config(previous, config)
+    if not usable:
+        if path.exists():
+            set_aside(path, "this store holds no unfinished run of this configuration for it")
+        return None, None
+    if not path.exists():
+        return previous.run_id, None  # killed before its first checkpoint
+    epoch = load_checkpoint(path, *states, owner=_owner(store), config_hash=config)
+    return (previous.run_id if epoch is not None else None), epoch
+
+
 def _next(last_epoch: int | None) -> int:
     return 0 if last_epoch is None else last_epoch + 1
 
 
 def _train(log: RunLog, context: _Context, model, stepper: Stepper, schedule, data: TrialData,
-           first: int, resume) -> None:  # fmt: skip
+           first: int, resume: _Resume) -> None:  # fmt: skip
     """Epochs `first`… of the trial, each logged and `model` checkpointed (by rank 0)."""
     group, train = context.group, context.train
     loader = make_loader(data.train_set, batch_size=distributed.rank_batch(train.batch_size, group),
@@ -109,7 +163,8 @@ def _train(log: RunLog, context: _Context, model, stepper: Stepper, schedule, da
         loader.sampler.set_epoch(epoch)
         _train_epoch(log, stepper, loader, schedule, epoch, context)
         if group.main:
-            save_checkpoint(resume, model, stepper.optimizer, schedule, epoch)
+            save_checkpoint(resume.path, model, stepper.optimizer, schedule, epoch,
+                            owner=resume.owner, config_hash=resume.config_hash)  # fmt: skip
         distributed.barrier()
 
 
@@ -139,13 +194,12 @@ def _model(trial: Trial, train) -> torch.nn.Module:
     return model
 
 
-def _open_run(store: Store, trial: Trial, group: distributed.Group):
-    """Rank 0's run: the trial's unfinished run if there is one (a killed process or worker is
-    continued, never duplicated), else a new one. Other ranks log nowhere."""
+def _open_run(store: Store, trial: Trial, group: distributed.Group, run_id: str | None):
+    """Rank 0's run: `run_id` continued (a killed process or worker resumes its own run, never
+    a duplicate), else a new one. Other ranks log nowhere."""
     if not group.main:
         return contextlib.nullcontext(NullRunLog())
-    previous = store.latest_run(trial.key)
-    return store.open_run(trial.key, previous.run_id if previous is not None else None)
+    return store.open_run(trial.key, run_id)
 
 
 def _train_epoch(log: RunLog, stepper: Stepper, loader, schedule, epoch, context) -> None:
@@ -176,8 +230,8 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
     latency, and the resolved spec: what a new run records before it trains."""
     spec, trial, device = context.spec, context.trial, context.group.device
     resolved = trial.resolve()
-    log.set_tags({"spec_path": str(spec.path),
-                  "spec_hash": spec.content_hash, "device": device_name(device),
+    log.set_tags({"spec_path": str(spec.path), "spec_hash": spec.content_hash,
+                  CONFIG_HASH_TAG: spec.config_hash(trial), "device": device_name(device),
                   "dataset": spec.dataset.name, **provenance_tags()})  # fmt: skip
     params = trial.fields() | {
         "split": trial.split,
@@ -200,6 +254,16 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
                      "latency_ms": latency.ms_per_clip})  # fmt: skip
     log.log_text(yaml.safe_dump(spec.resolved, sort_keys=False), SPEC_ARTIFACT)
     model.train()
+
+
+def _log_unreadable(log: RunLog, data: TrialData, group: distributed.Group) -> None:
+    """Videos in no frame decodes are left out (training) or unscored (evaluation): said on
+    the console and kept in the run (count and list)."""
+    log.log_metrics({"videos_unreadable": len(data.unreadable)})
+    if data.unreadable:
+        log.log_text(json.dumps(data.unreadable, indent=1), UNREADABLE_ARTIFACT)
+        if group.main:
+            print(f"warning: {unreadable_message(data.unreadable, data.videos)}", file=sys.stderr)
 
 
 def _log_replicas(log: RunLog, model, group: distributed.Group) -> None:
@@ -230,6 +294,9 @@ def _log_evaluation(log: RunLog, context: _Context, model, data: TrialData) -> N
         log.set_tags({"ddp_eval_clips": ",".join(map(str, shares))})
     names = [entry.relative for entry in data.test_entries]
     log_results(log, metrics, scores, data.classes, names)
+    if metrics.videos_scored == 0:  # logged above for the record; the trial did not evaluate
+        raise DataError(f"no test video could be scored ({len(names)} in the test set): check "
+                        "them with `harness data check`.")  # fmt: skip
     unscored = [names[v] for v in scores.unscored]
     if group.main:
         print(

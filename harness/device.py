@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -22,8 +23,18 @@ def device_name(device: torch.device) -> str:
     """`cuda: <GPU model>` or `cpu: <processor> (<threads> threads)`, as run tags record it."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    processor = platform.processor() or platform.machine()
-    return f"cpu: {processor} ({torch.get_num_threads()} threads)"
+    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The processor's model name (`/proc/cpuinfo` on Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:

@@ -16,6 +16,7 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+FIXTURES_REASON = "needs ../shared/fixtures beside the checkout (README, Development)"
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +49,38 @@ def prepare_gradient_check(model: torch.nn.Module) -> None:
 def _private_cache(tmp_path_factory, monkeypatch) -> None:
     """Frame-count indexes go to a cache private to the test session, not the user's."""
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+
+
+# The suite must leave the working tree as it found it: every test works in a temporary folder,
+# and nothing (an MLflow store, mlruns/, checkpoints/, reports/) may appear in the checkout. The
+# controller process compares `git status` (ignored files included) before and after the run.
+_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".coverage")
+
+
+def _tree_state() -> set[str] | None:
+    import subprocess
+
+    try:
+        command = ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None  # not a git checkout
+    return {line for line in done.stdout.splitlines() if not any(c in line for c in _CACHES)}
+
+
+def pytest_sessionstart(session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, not an xdist worker
+        session.config._tree_before = _tree_state()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    before = getattr(session.config, "_tree_before", None)
+    if before is None or hasattr(session.config, "workerinput"):
+        return
+    after = _tree_state() or set()
+    left = sorted(after - before)
+    if left:
+        print("\nthe tests left files in the working tree:\n  " + "\n  ".join(left[:20]))
+        session.exitstatus = 1

@@ -10,11 +10,11 @@ import pytest
 
 from harness.cli import main
 from harness.data.splits import hmdb51_split, ucf101_split
-from tests.conftest import SHARED
+from tests.conftest import FIXTURES_REASON, SHARED
 from tests.data_helpers import write_video
 
 SPLITS = SHARED / "fixtures" / "splits"
-pytestmark = pytest.mark.skipif(not SPLITS.is_dir(), reason="needs ../shared/fixtures")
+pytestmark = pytest.mark.skipif(not SPLITS.is_dir(), reason=FIXTURES_REASON)
 
 UCF_COUNTS = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
 

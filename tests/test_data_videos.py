@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from harness.data.video import DecodeError, index_video, read_frames
-from tests.conftest import SHARED
+from tests.conftest import FIXTURES_REASON, SHARED
 from tests.data_helpers import write_moving_video, write_video
 
 VIDEOS = SHARED / "fixtures" / "videos"
-needs_fixtures = pytest.mark.skipif(not VIDEOS.is_dir(), reason="needs ../shared/fixtures")
+needs_fixtures = pytest.mark.skipif(not VIDEOS.is_dir(), reason=FIXTURES_REASON)
 
 
 @needs_fixtures

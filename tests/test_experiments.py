@@ -131,7 +131,8 @@ def test_paper_hyper_parameters_are_in_the_specs():
 
 def test_table4_dry_run_lists_15_trials_and_says_what_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", str(ROOT / "experiments" / "table4.yaml"), "--dry-run"]) == 0
+    # not ready: exit 2, as for any missing dataset or checkpoint, so a script can test for it
+    assert main(["run", str(ROOT / "experiments" / "table4.yaml"), "--dry-run"]) == 2
     out = capsys.readouterr().out
     assert out.count("todo  ") == 15
     tail = out[out.index("Not ready to run") :]

@@ -394,6 +394,15 @@ def test_reports_count_only_runs_of_the_configuration_asked_for(tmp_path, monkey
     capsys.readouterr()
     assert main(["report", spec, "--no-count", "--out", "stale", "--set", "train.lr=0.5"]) == 0
     assert "hostile: 0 done, 2 pending" in capsys.readouterr().out  # made with lr 0.001
+    (tmp_path / "stale" / "of_a_model_no_longer_in_the_spec.png").write_bytes(b"")
+    assert main(["report", spec, "--no-count", "--out", "stale"]) == 0
+    assert "hostile: 2 done" in capsys.readouterr().out
+    assert not (tmp_path / "stale" / "of_a_model_no_longer_in_the_spec.png").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("months of work")
+    assert main(["report", spec, "--no-count", "--out", "mine"]) == 2
+    one_paragraph_error(capsys, "--out mine", "not a harness report")
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "months of work"
     (tmp_path / "a_file").write_text("")
     assert main(["report", spec, "--no-count", "--out", "a_file"]) == 2
     one_paragraph_error(capsys, "--out a_file")

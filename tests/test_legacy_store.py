@@ -209,7 +209,7 @@ def assert_row_is_the_run(legacy: Legacy, row: dict[str, str], key: str) -> None
     """A table.md row shows run `key`'s logged size, cost and video top-1, as printed."""
     assert row["State"] == "done", row
     accuracy = next(v for k, v in row.items() if "split 1 ours" in k)
-    assert accuracy == f"{100 * legacy.metric(key, 'video_top1'):.1f}", row
+    assert accuracy == f"{100 * legacy.metric(key, 'video_top1'):.1f} (n=1)", row  # one seed
     assert row["Param. (M) ours"] == f"{legacy.metric(key, 'params') / 1e6:.2f}", row
     assert row["GFLOPs ours"] == f"{legacy.metric(key, 'gflops_paper'):.3f}", row
 

@@ -83,5 +83,39 @@ def test_ui_serves_the_spec_runs(tmp_path: Path):
             dom = rendered_dom(runs_page, tmp_path / "chromium")
             assert "resnet3d_10-eam-trial" in dom
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        started = _descendants(server.pid)  # the MLflow server and its workers
+        server.send_signal(signal.SIGTERM)  # to `harness ui` alone, as `kill` or systemd would
         server.wait(timeout=30)
+    assert started, "harness ui started no process"
+    _assert_stopped_whole(started, port)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _assert_stopped_whole(processes: set[int], port: int) -> None:
+    """None of `processes` is left, and the UI's port is free again."""
+    deadline = time.time() + 15
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in processes):
+        time.sleep(0.2)
+    left = {p for p in processes if Path(f"/proc/{p}").exists()}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"the MLflow UI's processes {sorted(left)} outlived `harness ui`"
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))  # raises if anything still listens there

@@ -6,11 +6,17 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+
+from tabulate import tabulate
 
 from harness.config.smoke import warn_dropped_weights
 from harness.config.spec import load_spec, select_trials
+from harness.data.datasets import cache_dir
 from harness.execute.sweep import run_spec
 from harness.tracking import open_store, tracking_uri
+from harness.tracking.uri import sqlite_path
+from harness.train.checkpoint import CHECKPOINTS
 from harness.train.distributed import barrier, init_from_env
 from harness.train.step import CUBLAS_DETERMINISTIC
 from registry import ConfigError
@@ -82,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
                        per_gpu=args.per_gpu)  # fmt: skip
     if group.main:  # under torchrun, one summary
         _print_summary(spec, summary, uri, time.perf_counter() - started)
+    if summary.missing:
+        return 2  # a dry run found this machine not ready: scripts can test for it
     if summary.interrupted:
         print("interrupted (Ctrl-C): the trials cut short are KILLED and resume when you run "
               "the same command again.", file=sys.stderr)  # fmt: skip
@@ -97,6 +105,8 @@ def _print_summary(spec, summary, uri: str, seconds: float) -> None:
         f"{len(spec.trials) - len(summary.finished) - len(summary.skipped) - len(summary.failed)} "
         f"to do; {minutes:.1f} min; runs in {uri} (experiment {spec.name!r})"
     )
+    if summary.ran:
+        print("\n" + _closing_table(summary))
     if summary.fused:
         print(f"  two-stream results fused and logged: {len(summary.fused)}")
     for key, reason in summary.failed.items():
@@ -104,3 +114,44 @@ def _print_summary(spec, summary, uri: str, seconds: float) -> None:
     if summary.missing:
         print(f"\nNot ready to run {spec.path} on this machine:")
         print("\n".join(f"- {line}" for line in summary.missing))
+    elif summary.ran:
+        print("\n" + _where_things_are(uri))
+        flags = " --smoke" if spec.name.endswith("_smoke") else ""
+        print(f"\nnext: harness report {spec.path}{flags}   (tables and charts: "
+              f"reports/{spec.name}/)\n      harness ui {spec.path}{flags}       (the runs in "
+              "the MLflow UI)")  # fmt: skip
+
+
+def _closing_table(summary) -> str:
+    """The trials this sweep ran: key, how they ended, video top-1 and minutes."""
+    rows = [
+        [key, outcome.kind if outcome.kind != "failed" else "FAILED",
+         "" if outcome.top1 is None else f"{outcome.top1:.3f}", f"{outcome.seconds / 60:.1f}"]
+        for key, outcome in summary.ran.items()
+    ]  # fmt: skip
+    return tabulate(rows, headers=["trial", "state", "top-1", "min"], tablefmt="simple",
+                    disable_numparse=True)  # fmt: skip
+
+
+def _where_things_are(uri: str) -> str:
+    """The store, its artifacts, the resume checkpoints and the dataset cache, with sizes."""
+    database = sqlite_path(uri)
+    places = [
+        ("store", database if database is not None else uri),
+        ("artifacts (weights, scores)", Path("mlruns") if database is not None else None),
+        ("resume checkpoints", CHECKPOINTS),
+        ("dataset cache", cache_dir()),
+    ]
+    lines = ["where things are:"]
+    for label, place in places:
+        if isinstance(place, Path):
+            lines.append(f"  {label:28} {place.resolve()}  ({_size(place) / 2**20:.0f} MB)")
+        elif place is not None:
+            lines.append(f"  {label:28} {place}")
+    return "\n".join(lines)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0

@@ -1,14 +1,18 @@
 """`harness ui`: the MLflow UI on 127.0.0.1 for the configured store, and a spec's runs page.
 
 The port and the store are checked before the UI starts: MLflow's UI on a port another program
-holds exits 0 after its start-up, leaving the printed address served by that other program."""
+holds exits 0 after its start-up, leaving the printed address served by that other program. The
+UI runs in its own process group, stopped whole when `harness ui` is (`serve`)."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
 import socket
 import subprocess
+import time
 
 from harness.config.spec import Spec, load_spec
 from harness.tracking import check_store, open_store, tracking_uri
@@ -19,6 +23,7 @@ from registry import ConfigError
 def add_ui_command(commands: argparse._SubParsersAction) -> None:
     ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the configured store")
     ui.add_argument("spec", nargs="?", help="spec whose runs page to print")
+    ui.add_argument("--smoke", action="store_true", help="the runs page of the spec's --smoke runs")
     ui.add_argument("--port", default="5000", metavar="PORT",
                     help="port on 127.0.0.1, 1-65535 (default 5000)")  # fmt: skip
     ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db)")
@@ -26,7 +31,7 @@ def add_ui_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec) if args.spec else None
+    spec = load_spec(args.spec, smoke=args.smoke) if args.spec else None
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri if spec else None)
     if is_server(uri):  # an `mlflow server` serves its own UI: nothing to start here
         address = _page(uri, spec, redacted(uri).rstrip("/"))
@@ -35,10 +40,55 @@ def _ui(args: argparse.Namespace) -> int:
     port = _free_port(args.port)
     address = _page(uri, spec, f"http://127.0.0.1:{port}")
     print(f"MLflow UI for {redacted(uri)}: {address}  (Ctrl-C stops it)", flush=True)
+    return serve(ui_command(uri, port))
+
+
+class _Stopped(Exception):
+    """SIGTERM, SIGHUP or SIGINT reached `harness ui`."""
+
+
+def serve(command: list[str]) -> int:
+    """Run the UI in its own process group until it ends or `harness ui` is told to stop
+    (Ctrl-C, `kill`, a closed terminal, a process manager); then stop the whole group, the
+    MLflow server and its workers, so the port is free again. Exit 0 when stopped."""
+    child = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    stopping = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {number: signal.signal(number, stop) for number in stopping}
     try:
-        return subprocess.run(ui_command(uri, port), check=False).returncode
-    except KeyboardInterrupt:
+        return child.wait()
+    except _Stopped:
         return 0
+    finally:
+        _stop_group(child)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _stop_group(child: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the UI's process group, SIGKILL to whatever is left after `grace` seconds."""
+    for group_signal in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(child.pid, group_signal)
+        except ProcessLookupError:
+            return  # the group is gone
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(child):
+            time.sleep(0.1)
+        if not _group_alive(child):
+            return
+
+
+def _group_alive(child: subprocess.Popen) -> bool:
+    child.poll()  # reap the leader once it exits
+    try:
+        os.killpg(child.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _page(uri: str, spec: Spec | None, address: str) -> str:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -40,10 +41,13 @@ __all__ = ["TRIAL_FAILURES", "Outcome", "Summary", "run_guarded", "run_spec", "t
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one trial of a sweep ended: `finished`, `failed` (with why) or `skipped` (why)."""
+    """How one trial of a sweep ended: `finished`, `failed` (with why) or `skipped` (why), its
+    video top-1 when it finished, and the seconds it took."""
 
     kind: str
     reason: str | None = None
+    top1: float | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -54,8 +58,10 @@ class Summary:
     fused: list[str] = field(default_factory=list)  # two-stream results logged this time
     missing: list[str] = field(default_factory=list)  # what a dry run found missing
     interrupted: bool = False  # Ctrl-C stopped the sweep
+    ran: dict[str, Outcome] = field(default_factory=dict)  # this sweep's trials, in order
 
     def add(self, key: str, outcome: Outcome) -> None:
+        self.ran[key] = outcome
         if outcome.kind == "finished":
             self.finished.append(key)
         elif outcome.kind == "skipped":
@@ -145,12 +151,12 @@ def _state(record, same: bool) -> str:
 
 def _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu) -> None:
     if jobs == 1 and not scheduler:
-        for trial, resuming in todo:  # each announced as it starts, its results under it
-            print(f"run   {trial.key}{resuming}")
+        for k, (trial, resuming) in enumerate(todo, 1):  # each announced, its results under it
+            print(f"run   [{k}/{len(todo)}] {trial.key}{resuming}{_time_left(summary, todo, k)}")
             summary.add(trial.key, run_guarded(spec, trial, store, progress=progress))
         return
-    for trial, resuming in todo:
-        print(f"queue {trial.key}{resuming}")
+    for k, (trial, resuming) in enumerate(todo, 1):
+        print(f"queue [{k}/{len(todo)}] {trial.key}{resuming}")
     trials = [trial for trial, _ in todo]
     job = functools.partial(trial_in_worker, spec, store.uri, os.getcwd(), per_gpu)
     if scheduler:
@@ -161,7 +167,27 @@ def _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu) -> 
         summary.add(key, outcome)
 
 
+def _time_left(summary: Summary, todo: list, k: int) -> str:
+    """`; about N min left` from the mean time of the trials this sweep has run so far."""
+    done = [o.seconds for o in summary.ran.values() if o.kind != "skipped"]
+    if not done:
+        return ""
+    minutes = sum(done) / len(done) * (len(todo) - k + 1) / 60
+    return f"; about {minutes:.0f} min left" if minutes >= 1 else "; under a minute left"
+
+
 def run_guarded(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> Outcome:
+    """`_run_claimed`, timed, with the trial's video top-1 when it finished."""
+    started = time.perf_counter()
+    outcome = _run_claimed(spec, trial, store, progress=progress)
+    top1 = None
+    if outcome.kind == "finished":
+        record = store.latest_run(trial.key)
+        top1 = record.metrics.get("video_top1") if record is not None else None
+    return replace(outcome, top1=top1, seconds=time.perf_counter() - started)
+
+
+def _run_claimed(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> Outcome:
     """Run one trial unless another process holds it or it finished meanwhile; a trial's own
     failure is an outcome (the others carry on), any other error propagates and stops the
     sweep (`harness.execute.failures`)."""

@@ -11,6 +11,7 @@ family a module of `figures` (drawn in the order `figures.FIGURES` lists them), 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from harness.report.table import (
     table_notes,
 )
 from harness.tracking import Store
+from registry import ConfigError
 
 
 @dataclass
@@ -51,9 +53,10 @@ class Report:
 def build_report(
     spec: Spec, store: Store, out: Path, *, count: bool = True, videos: int = 3
 ) -> Report:
-    """Write the spec's report into `out` from the runs in `store`."""
+    """Write the spec's report into `out` from the runs in `store`, replacing the previous build
+    there (see `clean_folder`)."""
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    clean_folder(out)
     report = Report(out, report_rows(spec, store.latest_runs(result_keys(spec))))
     table = _write_table(report, spec, count=count)
     significance_md = _write_significance(report)
@@ -64,6 +67,25 @@ def build_report(
     report.files.append(_write(out / "README.md", text))
     report.seconds = time.perf_counter() - started
     return report
+
+
+MARKER = ".harness-report"  # in every report folder: what `clean_folder` may empty
+
+
+def clean_folder(out: Path) -> None:
+    """`out` made empty for a new build: a folder of an earlier report (it holds `MARKER`) is
+    cleared, so no figure of a model no longer in the spec stays beside the new ones; any other
+    non-empty folder is refused (`--out` named a folder that is not a report's)."""
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise ConfigError(
+                f"--out {out}: that folder holds files that are not a harness report (no "
+                f"{MARKER} in it); a report replaces its folder's contents, so give a new or "
+                "empty folder."
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `harness report`; the next build replaces this folder\n")
 
 
 def _write_table(report: Report, spec: Spec, *, count: bool) -> str:

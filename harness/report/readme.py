@@ -61,7 +61,26 @@ def _header(spec: Spec, rows: list[ReportRow]) -> list[str]:
         f"{states['cited']} cited.",
         f"- Hardware of the runs: {', '.join(devices) or 'no runs yet'}.",
         f"- Code commit of the runs: {', '.join(commits) or 'no runs yet'}.",
+        *_training(rows),
     ]
+
+
+def _training(rows: list[ReportRow]) -> list[str]:
+    """How each row's runs were actually trained: epochs, batch size and learning rate."""
+    lines = []
+    for row in rows:
+        used = sorted({_recipe(run) for run in row.runs})
+        if used:
+            lines.append(f"  - {row.label.strip() or row.key}: {'; '.join(used)}")
+    return ["- Training actually run, per row:", *lines] if lines else []
+
+
+def _recipe(run) -> str:
+    epochs = run.metrics.get("epochs_trained")
+    batch, lr = run.tags.get("train_batch_size"), run.tags.get("train_lr")
+    if epochs is None or batch is None:
+        return "not recorded (a run of an older version)"
+    return f"{epochs:.0f} epochs, batch {batch}, lr {lr}"
 
 
 def _figures(out: Path, pictures: list[Path]) -> list[str]:

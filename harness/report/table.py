@@ -50,6 +50,7 @@ class Column:
     ours: Callable[[ReportRow], Stat | None] | None
     digits: int
     comparable: bool = True  # False: ours was measured on other data than the paper's
+    per_run: bool = False  # a measured result (accuracy): its number of runs is always shown
 
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_")
@@ -101,10 +102,10 @@ def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list
         splits = spec.dataset.splits
         for split in splits:
             key = f"{name}_split{split}"
-            found.append(Column(f"{label} split {split}", key, _accuracy([split]), 1, real))
+            found.append(Column(f"{label} split {split}", key, _accuracy([split]), 1, real, True))
             measured_keys.add(key)
         if len(splits) > 1:
-            found.append(Column(f"{label} mean", name, _accuracy(splits), 1, real))
+            found.append(Column(f"{label} mean", name, _accuracy(splits), 1, real, True))
             measured_keys.add(name)
     for key in dict.fromkeys(referenced):  # what the paper reports and this spec does not run
         if key not in ("params_m", "gflops") and key not in measured_keys:
@@ -209,7 +210,7 @@ def _formatted(row: ReportRow, column: Column, paper_shown: bool, pm: str) -> li
     if paper_shown:
         out.append(_number(cell.paper, column.digits))
     if column.ours:
-        out.append(_stat(cell.ours, column.digits, pm, row))
+        out.append(_stat(cell.ours, column.digits, pm, row, column.per_run))
         if paper_shown and column.comparable:
             out.append(_signed(cell.delta, column.digits))
     return out
@@ -223,13 +224,13 @@ def _signed(value: float | None, digits: int) -> str:
     return "" if value is None else f"{round(value, digits) + 0.0:+.{digits}f}"  # no "-0.000"
 
 
-def _stat(stat: Stat | None, digits: int, pm: str, row: ReportRow) -> str:
+def _stat(stat: Stat | None, digits: int, pm: str, row: ReportRow, per_run: bool) -> str:
     if row.cited:
         return ""
     if stat is None:
         return "pending"
-    if stat.n == 1 or math.isnan(stat.std):
-        return f"{stat.mean:.{digits}f}"
+    if stat.n == 1 or math.isnan(stat.std):  # one run: no spread to show, but say it is one
+        return f"{stat.mean:.{digits}f} (n={stat.n})" if per_run else f"{stat.mean:.{digits}f}"
     return f"{stat.mean:.{digits}f} {pm} {stat.std:.{digits}f} (n={stat.n})"
 
 

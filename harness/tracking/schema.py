@@ -24,8 +24,9 @@ UNREADABLE_ARTIFACT = "unreadable_videos.json"  # {video: why no frame of it dec
 PER_CLASS_ARTIFACT = "per_class.csv"  # class, accuracy
 CONFUSION_ARTIFACT = "confusion.csv"  # rows: true class; columns: predicted class
 SCORES_ARTIFACT = "per_video_scores.json"  # {"videos": {name: {label, scores}}, "unscored": []}
-WEIGHTS_FOLDER = "checkpoint"  # train.save_checkpoint logs the resume file here:
-WEIGHTS_ARTIFACT = f"{WEIGHTS_FOLDER}/last.pt"  # {"model": state_dict, ...}
+WEIGHTS_FOLDER = "checkpoint"  # train.save_checkpoint logs the trained weights here:
+WEIGHTS_FILE = "last.pt"
+WEIGHTS_ARTIFACT = f"{WEIGHTS_FOLDER}/{WEIGHTS_FILE}"  # {"model": state_dict}, weights only
 FUSED_FROM_TAGS = ("fused_rgb_run", "fused_flow_run")  # a two-stream run's two stream runs
 
 

@@ -78,6 +78,16 @@ def load_checkpoint(path: Path, model, optimizer, schedule, *, owner: str,
     return state["epoch"]
 
 
+def save_weights(path: Path, model) -> int:
+    """The trained weights alone (`{"model": state_dict}`: no optimiser or schedule state, each
+    tensor in its own dtype, contiguous and on the CPU), as `train.save_checkpoint` logs them;
+    returns the file's size in bytes."""
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": weights}, path)
+    return path.stat().st_size
+
+
 def _mismatch(state, model, owner: str, config_hash: str) -> str | None:
     """Why `state` cannot resume this trial's run, or None."""
     needed = {"epoch", "model", "optimizer", "schedule", "torch_rng", "owner", "config_hash"}

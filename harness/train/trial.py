@@ -36,13 +36,21 @@ from harness.tracking.schema import (
     SPEC_ARTIFACT,
     TRACEBACK_ARTIFACT,
     UNREADABLE_ARTIFACT,
+    WEIGHTS_ARTIFACT,
+    WEIGHTS_FILE,
     WEIGHTS_FOLDER,
     log_results,
     replaced_artifact,
     same_config,
 )
 from harness.train import distributed
-from harness.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, set_aside
+from harness.train.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+    set_aside,
+)
 from harness.train.engine import evaluate, train_one_epoch
 from harness.train.inputs import TrialData, loader_params, loader_workers, trial_data
 from harness.train.optim import make_optimizer, make_schedule, set_trainable, step_schedule
@@ -95,10 +103,11 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
                 _log_unreadable(log, data, group)
             _train(log, context, model, stepper, schedule, data, _next(last_epoch),
                    _Resume(resume, _owner(store), spec.config_hash(trial)))  # fmt: skip
+            log.log_metrics({"epochs_trained": train.epochs})
             _log_replicas(log, model, group)
             _log_evaluation(log, context, model, data)
-            if group.main and train.save_checkpoint:  # the trained weights (no validation
-                log.log_file(resume, WEIGHTS_FOLDER)  # split to pick a "best" epoch by)
+            if group.main and train.save_checkpoint:  # the final weights: no validation split
+                _log_weights(log, model, resume.parent / "weights" / WEIGHTS_FILE)  # to pick by
             if group.main:  # a finished trial needs no resume point; a paper sweep would
                 shutil.rmtree(resume.parent, ignore_errors=True)  # else keep hundreds
     distributed.barrier()
@@ -232,7 +241,8 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
     resolved = trial.resolve()
     log.set_tags({"spec_path": str(spec.path), "spec_hash": spec.content_hash,
                   CONFIG_HASH_TAG: spec.config_hash(trial), "device": device_name(device),
-                  "dataset": spec.dataset.name, **provenance_tags()})  # fmt: skip
+                  "dataset": spec.dataset.name, "train_batch_size": str(context.train.batch_size),
+                  "train_lr": str(context.train.lr), **provenance_tags()})  # fmt: skip
     params = trial.fields() | {
         "split": trial.split,
         "seed": trial.seed,
@@ -254,6 +264,14 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
                      "latency_ms": latency.ms_per_clip})  # fmt: skip
     log.log_text(yaml.safe_dump(spec.resolved, sort_keys=False), SPEC_ARTIFACT)
     model.train()
+
+
+def _log_weights(log: RunLog, model, path: Path) -> None:
+    """The final weights (weights only) as the run's `checkpoint/last.pt`, their size said."""
+    size = save_weights(path, model)
+    log.log_file(path, WEIGHTS_FOLDER)
+    log.log_metrics({"weights_mb": size / 2**20})
+    print(f"      weights saved in the run: {size / 2**20:.1f} MB ({WEIGHTS_ARTIFACT})")
 
 
 def _log_unreadable(log: RunLog, data: TrialData, group: distributed.Group) -> None:
@@ -305,8 +323,11 @@ def _log_evaluation(log: RunLog, context: _Context, model, data: TrialData) -> N
 
 
 def result_line(metrics: VideoMetrics) -> str:
-    """A trial's results as the sweep prints them under its `run` line."""
+    """A trial's results as the sweep prints them under its `run` line (top-5 only when there
+    are more than 5 classes: with 5 or fewer it is always 1), with the number of videos."""
+    classes = len(metrics.per_class_accuracy)
+    top5 = f", top-5 {metrics.video_top5:.3f}" if classes > 5 else ""
     return (
-        f"      video top-1 {metrics.video_top1:.3f}, top-5 {metrics.video_top5:.3f}, "
-        f"mean class {metrics.mean_class_accuracy:.3f}"
+        f"      video top-1 {metrics.video_top1:.3f}{top5}, mean class "
+        f"{metrics.mean_class_accuracy:.3f} (n = {metrics.videos_scored} test videos)"
     )

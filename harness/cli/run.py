@@ -138,7 +138,7 @@ def _where_things_are(uri: str) -> str:
     database = sqlite_path(uri)
     places = [
         ("store", database if database is not None else uri),
-        ("artifacts (weights, scores)", Path("mlruns") if database is not None else None),
+        ("artifacts (weights, scores)", database.parent / "mlruns" if database else None),
         ("resume checkpoints", CHECKPOINTS),
         ("dataset cache", cache_dir()),
     ]

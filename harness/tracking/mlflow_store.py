@@ -108,7 +108,9 @@ class MlflowStore(Store):
         if not create:
             raise LookupError(f"no MLflow experiment {self.experiment!r} in {self.uri}")
         try:
-            return self.client.create_experiment(self.experiment)
+            return self.client.create_experiment(
+                self.experiment, artifact_location=_artifact_location(self.uri)
+            )
         except MlflowException as error:  # created meanwhile by another process on the server
             again = self.client.get_experiment_by_name(self.experiment)
             if error.error_code != "RESOURCE_ALREADY_EXISTS" or again is None:
@@ -189,6 +191,15 @@ class MlflowStore(Store):
             dict(run.data.metrics), dict(run.data.tags),
             run.info.artifact_uri, self,
         )  # fmt: skip
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: `mlruns/` beside the
+    database file, not MLflow's default `./mlruns` in whatever folder the command ran from (a
+    store given by an absolute path would otherwise scatter artifacts over working folders).
+    None (MLflow's choice) for servers and database stores."""
+    path = sqlite_path(uri)
+    return (path.parent / "mlruns").as_uri() if path is not None else None
 
 
 def _local_root(uri: str) -> Path | None:

@@ -19,6 +19,7 @@ traceback for them.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -55,8 +56,11 @@ def _os_problem(error: OSError) -> str:
     """One paragraph: the file, what the system said, and the usual fix."""
     where = f"{error.filename}: " if error.filename else ""
     reason = error.strerror or str(error)
-    hint = {28: " Free some space (checkpoints/, mlruns/, the dataset cache) and run again.",
-            13: " Check the permissions of that path."}.get(error.errno or 0, "")  # fmt: skip
+    hints = {
+        errno.ENOSPC: " Free some space (checkpoints/, mlruns/, the dataset cache) and run again.",
+        errno.EACCES: " Check the permissions of that path.",
+    }
+    hint = hints.get(error.errno, "")
     return f"{where}{reason}.{hint}"
 
 

@@ -71,7 +71,17 @@ TOP_LEVEL_KEYS = (
 MODEL_KEYS = ("num_classes", "frames", "size", "options")
 MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
 # outside a result's identity: how it runs, and the lists whose one value the trial key holds
-HOW_NOT_WHAT = ("workers", "sync_every", "save_checkpoint", "seeds", "splits")
+HOW_NOT_WHAT = (
+    "workers",
+    "sync_every",
+    "save_checkpoint",
+    "seeds",
+    "splits",
+    "compile",
+    "cudnn_benchmark",
+    "fused_optimizer",
+    "channels_last",
+)
 AXIS_LIMITS = {"num_classes": 100_000, "frames": 1024, "size": 1024}  # beyond: a typo
 SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names folders and an experiment
 UNSAFE_IN_KEYS = ("/", "\\", "\0")  # a trial key names a checkpoint folder

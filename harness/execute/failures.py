@@ -28,18 +28,32 @@ TRIAL_FAILURES = (NonFiniteLoss, ConfigError, OSError)
 
 
 def run_or_reason(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> str | None:
-    """Run one trial; None when it finished, else the one-line reason it failed."""
+    """Run one trial; None when it finished, else the one-line reason it failed. Under torchrun
+    every failure propagates: one rank failing alone would leave the others waiting at their
+    next collective, so the job ends (torchrun stops the other ranks)."""
+    if distributed.current().launched:
+        run_trial(spec, trial, store, progress=progress)
+        return None
     try:
         run_trial(spec, trial, store, progress=progress)
         return None
     except TRIAL_FAILURES as error:
-        return f"{type(error).__name__}: {error}".splitlines()[0]
+        return one_line(error)
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
         reason = _out_of_memory(spec, trial)
-    _free_memory()  # outside the `except`: the traceback no longer holds the trial's tensors
+    free_memory()  # outside the `except`: the traceback no longer holds the trial's tensors
     return reason
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: message`, first line; for an error re-raised from a DataLoader worker ("Caught X in
+    DataLoader worker process 0." + its traceback), the original error's last line."""
+    text = str(error)
+    if text.startswith("Caught ") and "\n" in text.strip():
+        return text.strip().splitlines()[-1]
+    return f"{type(error).__name__}: {text}".splitlines()[0]
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -68,7 +82,8 @@ def _out_of_memory(spec: Spec, trial: Trial) -> str:
     )
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collect the trial's garbage and return the GPU's cached blocks to the driver."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

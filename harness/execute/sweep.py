@@ -26,7 +26,7 @@ import torch
 from harness.config import Spec, SpecError, Trial
 from harness.device import CONCURRENT_TRIALS_ENV, cores_per_process
 from harness.execute.backends import run_dask, run_local
-from harness.execute.failures import TRIAL_FAILURES, run_or_reason
+from harness.execute.failures import free_memory, run_or_reason
 from harness.execute.fusion import fuse_finished
 from harness.execute.gpus import claimed_gpu
 from harness.execute.locks import trial_claim
@@ -36,7 +36,7 @@ from harness.tracking.schema import same_config
 from harness.train import distributed
 from registry import ConfigError
 
-__all__ = ["TRIAL_FAILURES", "Outcome", "Summary", "run_guarded", "run_spec", "trial_in_worker"]
+__all__ = ["Outcome", "Summary", "run_guarded", "run_spec", "trial_in_worker"]
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,9 @@ def run_spec(
 def _kill_orphans(spec: Spec, store: Store, trials: list[Trial]) -> None:
     """Runs left RUNNING by workers stopped before they could say so (joblib terminates its
     workers on Ctrl-C) are marked KILLED; a trial another process still holds is left alone."""
+    records = store.latest_runs(trial.key for trial in trials)
     for trial in trials:
-        record = store.latest_run(trial.key)
+        record = records.get(trial.key)
         if record is None or record.status != "RUNNING":
             continue
         with trial_claim(spec.name, trial.key) as free:
@@ -218,4 +219,7 @@ def trial_in_worker(
         return run_guarded(spec, trial, store, progress=False)
     with claimed_gpu(torch.cuda.device_count(), per_gpu=per_gpu) as gpu:
         torch.cuda.set_device(gpu)
-        return run_guarded(spec, trial, store, progress=False)
+        try:
+            return run_guarded(spec, trial, store, progress=False)
+        finally:  # the worker lives on: hand the GPU back empty, not with this trial's cache
+            free_memory()

@@ -128,6 +128,14 @@ def wrap(model: torch.nn.Module, group: Group) -> torch.nn.Module:
     )
 
 
+def share_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP copies them only at
+    the start of each forward, so after the last step each rank holds its own."""
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def shard(dataset: Dataset, group: Group) -> Dataset:
     """This rank's share of an evaluation set: every world-th item, from its rank on."""
     if group.world == 1:

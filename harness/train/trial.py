@@ -1,9 +1,9 @@
 """One trial trained, evaluated and logged: `run_trial`, read top to bottom.
 
-The trial's run is continued when it has an unfinished one (its epochs resume from the last
-epoch checkpoint, `checkpoints/<spec>/<trial>/last.pt`), else a new run is made. Under `torchrun`
-(`harness.train.distributed`) every rank trains its share with DDP; rank 0 alone logs,
-checkpoints and evaluates.
+The trial's run is continued when it has an unfinished one of the same configuration with a
+usable resume file (its epochs resume from `checkpoints/<spec>/<trial>/last.pt`), else a new run
+is made. Under `torchrun` (`harness.train.distributed`) every rank trains and evaluates its
+share with DDP; rank 0 alone logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -136,23 +136,27 @@ def _resume_point(store: Store, context: _Context, path: Path, model, optimizer,
         decision = _decide(store, context.trial.key, config, path, (model, optimizer, schedule))
     run_id, epoch = distributed.broadcast_from_main(decision)
     if not context.group.main and epoch is not None:
-        load_checkpoint(path, model, optimizer, schedule, owner=owner, config_hash=config)
+        loaded = load_checkpoint(path, model, optimizer, schedule, owner=owner, config_hash=config)
+        if loaded != epoch:  # e.g. a node without the shared checkpoints folder
+            raise RuntimeError(f"rank {context.group.rank} could not load {path} (rank 0 did)")
     return run_id, epoch
 
 
 def _decide(store: Store, key: str, config: str, path: Path, states) -> tuple:
     """The trial's unfinished run made with this configuration is continued from its resume
     file (written for this store, this configuration and this model), or from epoch 0 when it
-    has none yet. A resume file that cannot be used is set aside and a new run starts; so does
-    one left with no unfinished run of this configuration in this store."""
+    has none yet (a new run then starts). A resume file that cannot be used is set aside and a
+    new run starts; so does one left with no unfinished run of this configuration here."""
     previous = store.latest_run(key)
     usable = previous is not None and not previous.finished and same_config(previous, config)
     if not usable:
         if path.exists():
             set_aside(path, "this store holds no unfinished run of this configuration for it")
         return None, None
-    if not path.exists():
-        return previous.run_id, None  # killed before its first checkpoint
+    if not path.exists():  # killed before its first checkpoint: a new run, with this process's
+        if previous.status == "RUNNING":  # params (a continued run cannot log params of other
+            store.mark_killed(previous.run_id)  # values); the abandoned one ends as KILLED
+        return None, None
     epoch = load_checkpoint(path, *states, owner=_owner(store), config_hash=config)
     return (previous.run_id if epoch is not None else None), epoch
 
@@ -293,8 +297,10 @@ def _log_replicas(log: RunLog, model, group: distributed.Group) -> None:
 
 
 def _log_evaluation(log: RunLog, context: _Context, model, data: TrialData) -> None:
-    """Every rank scores its share of the test clips; the shares are merged and logged once."""
+    """Every rank scores its share of the test clips (with rank 0's BatchNorm statistics, which
+    DDP does not average); the shares are merged and logged once."""
     group = context.group
+    distributed.share_buffers(model)
     loader = make_loader(distributed.shard(data.eval_set, group),
                          batch_size=context.spec.eval.batch_size, workers=context.workers,
                          shuffle=False)  # fmt: skip

@@ -1,11 +1,12 @@
 """Where trials run when several run at once: local processes through joblib (`--jobs N`), or an
 existing Dask cluster (`--backend dask --scheduler tcp://HOST:8786`).
 
-A backend knows nothing of specs or stores: it calls `job(trial, slot, slots)` for every trial,
-where `slot` (0 ≤ slot < slots) names the worker's share of the machine (its GPU, or its share of
-the CPU cores), and returns `(trial key, what the job returned)` in the order given. A worker
-that dies mid-trial leaves that trial's run RUNNING with its last epoch checkpoint; Dask
-reschedules the task on another worker, which continues the same run.
+A backend knows nothing of specs or stores: it calls `job(trial, slots)` for every trial, where
+`slots` is how many trials run at once (each worker takes that share of the CPU cores; GPUs are
+claimed from the machine's pool, `harness.execute.gpus`), and returns `(trial key, what the job
+returned)` in the order given. A worker that dies mid-trial leaves that trial's run RUNNING with
+its last epoch checkpoint; Dask reschedules the task on another worker, which continues the same
+run.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from joblib import Parallel, delayed
 
 from harness.config import Trial
 
-Job = Callable[[Trial, int, int], Any]  # (trial, slot, slots) → the trial's outcome
+Job = Callable[[Trial, int], Any]  # (trial, slots) → the trial's outcome
 
 
 def run_local(job: Job, trials: Sequence[Trial], jobs: int) -> list[tuple[str, Any]]:
     """`jobs` trials at a time in local processes (joblib's loky backend)."""
     slots = max(jobs, 1)
-    calls = (delayed(_keyed)(job, t, i % slots, slots) for i, t in enumerate(trials))
+    calls = (delayed(_keyed)(job, t, slots) for t in trials)
     return Parallel(n_jobs=jobs, backend="loky")(calls) if trials else []
 
 
@@ -37,11 +38,10 @@ def run_dask(
         return []
     with Client(scheduler, timeout="30s") as client:
         futures = [
-            client.submit(_keyed, job, t, i % slots, slots, pure=False, key=f"trial-{t.key}")
-            for i, t in enumerate(trials)
+            client.submit(_keyed, job, t, slots, pure=False, key=f"trial-{t.key}") for t in trials
         ]
         return client.gather(futures)
 
 
-def _keyed(job: Job, trial: Trial, slot: int, slots: int) -> tuple[str, Any]:
-    return trial.key, job(trial, slot, slots)
+def _keyed(job: Job, trial: Trial, slots: int) -> tuple[str, Any]:
+    return trial.key, job(trial, slots)

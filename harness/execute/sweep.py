@@ -206,7 +206,7 @@ def _run_claimed(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> O
 
 
 def trial_in_worker(
-    spec: Spec, uri: str, folder: str, per_gpu: int, trial: Trial, slot: int, slots: int
+    spec: Spec, uri: str, folder: str, per_gpu: int, trial: Trial, slots: int
 ) -> Outcome:
     """One trial in a worker process: a GPU of its own (claimed from the machine's pool for
     the trial's duration) or its share of the CPU cores, in the launching folder (on a

@@ -172,7 +172,7 @@ def test_report_reads_the_quickstart_runs(legacy):
             legacy.metric(key, "params") / 1e6, rel=1e-9
         )
     # the paired test reads both runs' per-video scores: the artifacts are found and read
-    (pair,) = csv_rows(report / "significance.csv", "model").values()
+    (pair,) = csv_rows(report / "per_video_tests.csv", "model").values()
     assert pair["model"] == "3D ResNet-10 + SE" and pair["baseline"] == "3D ResNet-10"
     baseline, model = (per_video(legacy, key) for key in QUICKSTART)
     assert set(model) == set(baseline) and int(pair["videos"]) == len(model) == 10
@@ -202,7 +202,11 @@ def test_nothing_ran_again(legacy):
     assert all(code == 0 for code, _ in legacy.outputs.values())
     assert legacy.runs() == legacy.before
     assert legacy.sql("SELECT count(*) FROM metrics") == legacy.metric_rows
-    assert legacy.sql("SELECT count(*) FROM runs") == [(len(EXPECTED_RUNS),)]
+    trial_runs = "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ?"
+    assert legacy.sql(trial_runs, "trial_key") == [(len(EXPECTED_RUNS),)]
+    # the only runs added: one report run per spec reported, beside the trials, never a trial
+    assert legacy.sql(trial_runs, "harness_report") == [(2,)]
+    assert legacy.sql("SELECT count(*) FROM runs") == [(len(EXPECTED_RUNS) + 2,)]
 
 
 def assert_row_is_the_run(legacy: Legacy, row: dict[str, str], key: str) -> None:

@@ -1,2 +1,3 @@
-"""Numbers computed from models and results, with no side effects: video metrics, paired
-significance tests, two-stream score fusion, FLOP and parameter counts, latency, profiles."""
+"""Numbers computed from models and results, with no side effects: video metrics, comparisons
+over training runs (`replication`) and per-video paired tests (`significance`), two-stream score
+fusion, FLOP and parameter counts, latency, profiles."""

@@ -49,7 +49,16 @@ def mcnemar_exact(only_model: int, only_baseline: int) -> float:
 def bootstrap_interval(
     differences: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile interval of the mean of per-video `differences` (values in {−1, 0, 1}).
+    """Percentile interval of the mean of per-video `differences` (values in {−1, 0, 1})."""
+    means = resampled_means(differences, samples, np.random.default_rng(seed))
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def resampled_means(values: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """`samples` bootstrap means of `values` (few distinct values: 0/1 outcomes, −1/0/1
+    differences), each of `len(values)` draws with replacement.
 
     Drawing n videos with replacement only matters through how many of each distinct value are
     drawn, which is multinomial: sampling those counts is the same bootstrap at O(samples) cost
@@ -57,23 +66,19 @@ def bootstrap_interval(
     multinomial is drawn as conditional binomials, one vectorised draw per distinct value but
     the last.
     """
-    rng = np.random.default_rng(seed)
-    values, counts = np.unique(np.asarray(differences, dtype=np.float64), return_counts=True)
+    distinct, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
     n = int(counts.sum())
     remaining_draws = np.full(samples, n)
     remaining_weight = n
     sums = np.zeros(samples)
-    order = np.argsort(values == 0, kind="stable")  # zeros last: they add nothing to the sum
-    for value, count in zip(values[order][:-1], counts[order][:-1], strict=True):
+    order = np.argsort(distinct == 0, kind="stable")  # zeros last: they add nothing to the sum
+    for value, count in zip(distinct[order][:-1], counts[order][:-1], strict=True):
         drawn = rng.binomial(remaining_draws, count / remaining_weight)  # (samples,)
         sums += value * drawn
         remaining_draws -= drawn
         remaining_weight -= count
-    sums += values[order][-1] * remaining_draws  # the last value takes the draws left over
-    means = sums / n
-    tail = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    sums += distinct[order][-1] * remaining_draws  # the last value takes the draws left over
+    return sums / n
 
 
 def compare(model_correct: np.ndarray, baseline_correct: np.ndarray) -> PairedComparison:

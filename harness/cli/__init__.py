@@ -1,7 +1,7 @@
 """The `harness` command line: argparse only, a module per command group.
 
     harness run SPEC [--dry-run] [--set K=V]   train, evaluate and log a spec's trials (MLflow)
-    harness report SPEC|--all [--out DIR]      tables, significance and charts from MLflow
+    harness report SPEC|--all [--out DIR]      tables, comparisons and charts from MLflow
     harness coverage                           every paper table row, its spec and state
     harness ui [SPEC] [--port P]               the MLflow UI for the store, and the spec's runs page
     harness list [--json]                      what can be built

@@ -1,5 +1,5 @@
-"""`harness report` (tables, significance and charts from MLflow) and `harness coverage` (every
-paper table row, its spec and state)."""
+"""`harness report` (tables, comparisons over runs and charts from MLflow) and `harness coverage`
+(every paper table row, its spec and state)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from registry import ConfigError
 
 
 def add_report_commands(commands: argparse._SubParsersAction) -> None:
-    report = commands.add_parser("report", help="tables, significance and charts from MLflow")
+    report = commands.add_parser(
+        "report", help="tables, comparisons over runs and charts from MLflow"
+    )
     report.add_argument("spec", nargs="?", help="experiment spec (YAML)")
     report.add_argument("--all", action="store_true", help="every spec in experiments/")
     report.add_argument("--out", type=Path, help="output folder (default reports/<spec name>/)")
@@ -27,6 +29,10 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     report.add_argument("--videos", type=int, default=3, help="test videos in Fig. 7 and 8")
     report.add_argument("--smoke", action="store_true", help="report the spec's --smoke runs")
+    report.add_argument(
+        "--min-effect", type=float, metavar="PP",
+        help="the difference (percentage points) the power advice is for (default: the observed)",
+    )  # fmt: skip
     report.set_defaults(command=_report)
 
     cover = commands.add_parser("coverage", help="every paper table row, its spec and state")
@@ -45,6 +51,11 @@ def _report(args: argparse.Namespace) -> int:
     paths = sorted(Path("experiments").glob("*.yaml")) if args.all else [Path(args.spec)]
     if not paths:
         raise ConfigError("harness report --all: no experiments/*.yaml in the current folder.")
+    if args.min_effect is not None and not 0 < args.min_effect <= 100:
+        raise ConfigError(
+            f"--min-effect {args.min_effect}: expected a difference in percentage points "
+            "between 0 and 100, e.g. --min-effect 1.0."
+        )
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: that is a file; give a folder for the report.")
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
@@ -52,15 +63,26 @@ def _report(args: argparse.Namespace) -> int:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
         out = args.out or Path("reports") / spec.name
         report = build_report(spec, open_store(uri, spec.name), out, count=not args.no_count,
-                              videos=args.videos)  # fmt: skip
-        print(
-            f"{spec.name}: {report.count('done')} done, {report.count('pending')} pending, "
-            f"{len(report.rows) - report.count('done') - report.count('pending')} other rows; "
-            f"{len(report.files)} files in {out}/ ({report.seconds:.1f} s)"
-        )
-        for note in report.notes:
-            print(f"  not drawn: {note}")
+                              videos=args.videos, min_effect=args.min_effect)  # fmt: skip
+        _print_report(spec.name, report, out)
     return 0
+
+
+def _print_report(name: str, report, out: Path) -> None:
+    """What was built, the verdict of every comparison over runs, and what was not drawn."""
+    print(
+        f"{name}: {report.count('done')} done, {report.count('pending')} pending, "
+        f"{len(report.rows) - report.count('done') - report.count('pending')} other rows; "
+        f"{len(report.files)} files in {out}/ ({report.seconds:.1f} s); logged to MLflow as "
+        f"run {report.summary_run}"
+    )
+    for record in report.comparisons:
+        print(
+            f"  {record['model']} vs {record['baseline']}: {record['difference']:+.1f} pp over "
+            f"{record['runs']} run{'s' * (record['runs'] != 1)}: {record['verdict']}"
+        )
+    for note in report.notes:
+        print(f"  not drawn: {note}")
 
 
 def _coverage(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`harness report`: tables, significance and figures of a spec, rebuilt from MLflow."""
+"""`harness report`: tables, comparisons over runs and figures of a spec, rebuilt from MLflow."""
 
 from harness.report.build import Report, build_report
 

@@ -1,12 +1,13 @@
-"""`harness report SPEC`: the spec's table, significance and figures, rebuilt from MLflow.
+"""`harness report SPEC`: the spec's table, comparisons and figures, rebuilt from MLflow.
 
 Nothing is trained: every number comes from the spec's runs (their metrics and artifacts). Rows
 without a finished run render as pending; their Param. and GFLOPs are counted by fvcore on the
 spot (the model is built, never trained) unless `count=False`.
 
-This module only orchestrates: the table is `table`, the paired tests `significance`, each figure
-family a module of `figures` (drawn in the order `figures.FIGURES` lists them), the README
-`readme`.
+This module only orchestrates: the table is `table`, the comparisons over training runs
+`comparisons`, the per-video (test-set noise) tests `per_video`, each figure family a module
+of `figures` (drawn in the order `figures.FIGURES` lists them), the README `readme`. The finished
+folder is logged to the spec's MLflow experiment as its report run (`Store.publish_report`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ import pandas as pd
 
 from harness.analysis.profile import profile_spec
 from harness.config import Spec, result_keys
+from harness.report.comparisons import (
+    Outcomes,
+    comparisons_markdown,
+    run_comparisons,
+    video_outcomes,
+)
 from harness.report.figures import FIGURES, FigureGroup
+from harness.report.per_video import per_video_comparisons, per_video_markdown
 from harness.report.readme import readme
 from harness.report.rows import ReportRow, group_of, report_rows
-from harness.report.significance import significance, significance_markdown
 from harness.report.table import (
     columns,
     dataset_label,
@@ -45,26 +52,38 @@ class Report:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # figures that could not be drawn, and why
     seconds: float = 0.0
+    comparisons: list[dict] = field(default_factory=list)  # over runs, one per attention row
+    summary_run: str = ""  # the MLflow run the report was logged to
 
     def count(self, state: str) -> int:
         return sum(1 for row in self.rows if row.state == state)
 
 
 def build_report(
-    spec: Spec, store: Store, out: Path, *, count: bool = True, videos: int = 3
+    spec: Spec,
+    store: Store,
+    out: Path,
+    *,
+    count: bool = True,
+    videos: int = 3,
+    min_effect: float | None = None,
 ) -> Report:
     """Write the spec's report into `out` from the runs in `store`, replacing the previous build
-    there (see `clean_folder`)."""
+    there (see `clean_folder`), and log it to the store as the spec's report run. `min_effect`
+    (pp): the Δ the power advice is computed for (default: each comparison's observed Δ)."""
     started = time.perf_counter()
     clean_folder(out)
     report = Report(out, report_rows(spec, store.latest_runs(result_keys(spec))))
     table = _write_table(report, spec, count=count)
-    significance_md = _write_significance(report)
+    outcomes = video_outcomes(report.rows)
+    comparisons_md = _write_comparisons(report, outcomes, min_effect)
+    per_video_md = _write_per_video(report, outcomes)
     if dataset_label(spec):  # a profile-only spec has no runs to draw
-        _draw_figures(report, spec, videos)
-    text = readme(spec, out, report.rows, report.files, report.notes,
-                  table=table, significance_md=significance_md)  # fmt: skip
+        _draw_figures(report, spec, videos, outcomes)
+    text = readme(spec, out, report.rows, report.files, report.notes, table=table,
+                  comparisons_md=comparisons_md, per_video_md=per_video_md)  # fmt: skip
     report.files.append(_write(out / "README.md", text))
+    report.summary_run = store.publish_report(out, _summary_tags(report))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -104,36 +123,65 @@ def _write_table(report: Report, spec: Spec, *, count: bool) -> str:
     return f"{table_md}\n\n{notes}"
 
 
-def _write_significance(report: Report) -> str:
-    """significance.csv and .md when any row has a baseline run to pair with; the Markdown."""
-    comparisons = significance(report.rows)
-    if not comparisons:
+def _write_comparisons(report: Report, outcomes: Outcomes, min_effect: float | None) -> str:
+    """comparisons.csv and .md (over training runs) when any row has a paired baseline run."""
+    report.comparisons = run_comparisons(report.rows, outcomes, min_effect=min_effect)
+    if not report.comparisons:
         return ""
-    frame = pd.DataFrame.from_records(comparisons)
-    markdown = significance_markdown(frame)
+    frame = pd.DataFrame.from_records(report.comparisons)
+    markdown = comparisons_markdown(frame, min_effect=min_effect)
     report.files += [
-        _write(report.out / "significance.csv", frame.to_csv(index=False)),
-        _write(report.out / "significance.md", markdown + "\n"),
+        _write(report.out / "comparisons.csv", frame.to_csv(index=False)),
+        _write(report.out / "comparisons.md", markdown + "\n"),
     ]
     return markdown
 
 
-def _draw_figures(report: Report, spec: Spec, videos: int) -> None:
-    """Every family of `FIGURES`: the per-group families group by group, then the per-row ones
-    row by row."""
+def _write_per_video(report: Report, outcomes: Outcomes) -> str:
+    """per_video_tests.csv and .md: each run pair on its test videos (test-set noise only)."""
+    records = per_video_comparisons(report.rows, outcomes)
+    if not records:
+        return ""
+    frame = pd.DataFrame.from_records(records)
+    markdown = per_video_markdown(frame)
+    report.files += [
+        _write(report.out / "per_video_tests.csv", frame.to_csv(index=False)),
+        _write(report.out / "per_video_tests.md", markdown + "\n"),
+    ]
+    return markdown
+
+
+def _summary_tags(report: Report) -> dict[str, str]:
+    """What the report run shows in the MLflow UI's run list without opening it."""
+    shown = [c for c in report.comparisons if c["difference_shown"]]
+    return {
+        "report.rows_done": str(report.count("done")),
+        "report.comparisons": str(len(report.comparisons)),
+        "report.differences_shown": "; ".join(
+            f"{c['model']}: {c['difference']:+.1f} pp" for c in shown
+        )
+        or "none",
+    }
+
+
+def _draw_figures(report: Report, spec: Spec, videos: int, outcomes: Outcomes) -> None:
+    """Every family of `FIGURES`: the per-spec families, then the per-group families group by
+    group, then the per-row ones row by row."""
     data, out = dataset_label(spec), report.out / "figures"
     groups: dict[tuple, list[ReportRow]] = {}
     for row in report.rows:
         if not row.cited:
             groups.setdefault(group_of(row), []).append(row)
     sources = {
+        "spec": [[row for row in report.rows if not row.cited]],
         "group": list(groups.values()),
         "row": [[row] for row in report.rows if row.runs],
     }
     for per, members in sources.items():
         families = [family for family in FIGURES if family.per == per]
         for rows in members:
-            group = FigureGroup(spec, rows, data, out, videos, report.notes)
+            group = FigureGroup(spec, rows, data, out, videos, report.notes, outcomes,
+                                report.comparisons)  # fmt: skip
             for family in families:
                 report.files += family.draw(group)
 

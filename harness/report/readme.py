@@ -18,7 +18,8 @@ def readme(
     notes: list[str],
     *,
     table: str,
-    significance_md: str,
+    comparisons_md: str,
+    per_video_md: str,
 ) -> str:
     """The README of a report in `out` that wrote `files` (`notes`: figures not drawn)."""
     lines = [
@@ -26,7 +27,16 @@ def readme(
         "",
         table,
         "",
-        *(["## Against the baseline", "", significance_md, ""] if significance_md else []),
+        *(
+            ["## Against the baseline, over training runs", "", comparisons_md, ""]
+            if comparisons_md
+            else []
+        ),  # fmt: skip
+        *(
+            ["## Test-set noise only, per run pair", "", _shortened(per_video_md), ""]
+            if per_video_md
+            else []
+        ),  # fmt: skip
         "## Files",
         "",
         *(
@@ -39,6 +49,18 @@ def readme(
     if notes:
         lines += ["", "## Not drawn", "", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
+
+
+PER_VIDEO_ROWS_SHOWN = 30  # a longer per-video table stays in per_video_tests.md only
+
+
+def _shortened(per_video_md: str) -> str:
+    """The per-video table, or, past `PER_VIDEO_ROWS_SHOWN` rows, its legend and a link."""
+    table, _, legend = per_video_md.partition("\n\n")
+    rows = table.count("\n") - 1
+    if rows <= PER_VIDEO_ROWS_SHOWN:
+        return per_video_md
+    return f"{rows} run pairs: see [per_video_tests.md](per_video_tests.md).\n\n{legend}"
 
 
 def _header(spec: Spec, rows: list[ReportRow]) -> list[str]:

@@ -120,6 +120,11 @@ class Store(ABC):
         FINISHED, or FAILED when an exception left it (KILLED on Ctrl-C)."""
 
     @abstractmethod
+    def publish_report(self, folder: Path, tags: Mapping[str, str]) -> str:
+        """Log the report in `folder` as this experiment's report run (tagged `tags`), replacing
+        the one an earlier build logged; returns its run id. Trials never see that run."""
+
+    @abstractmethod
     def mark_killed(self, run_id: str) -> None:
         """End run `run_id` as KILLED (resumable): for a worker stopped before it could."""
 

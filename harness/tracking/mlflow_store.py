@@ -39,7 +39,7 @@ with warnings.catch_warnings():  # MLflow's import under SQLAlchemy 2.1 warns
     from sqlalchemy.pool import NullPool
 
 from harness.tracking.base import RunLog, RunRecord, Store, StoreError
-from harness.tracking.schema import TRIAL_KEY_TAG
+from harness.tracking.schema import REPORT_FOLDER, REPORT_RUN_TAG, TRIAL_KEY_TAG
 from harness.tracking.uri import absolute_sqlite, is_server, redacted, sqlite_path
 
 PAGE = 10_000  # runs per search page
@@ -153,6 +153,19 @@ class MlflowStore(Store):
 
     def mark_killed(self, run_id: str) -> None:
         self.client.set_terminated(run_id, "KILLED")
+
+    def publish_report(self, folder: Path, tags: Mapping[str, str]) -> str:
+        earlier = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{REPORT_RUN_TAG} = '1'"
+        )
+        name = f"report: {self.experiment}"
+        tags = resolve_tags({"mlflow.runName": name, REPORT_RUN_TAG: "1", **tags})
+        run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+        self.client.log_artifacts(run_id, str(folder), REPORT_FOLDER)
+        self.client.set_terminated(run_id, "FINISHED")
+        for run in earlier:  # only once the new one is complete
+            self.client.delete_run(run.info.run_id)
+        return run_id
 
     def artifact_path(self, record: RunRecord, name: str) -> Path | None:
         local = _local_root(record.artifact_uri)

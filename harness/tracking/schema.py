@@ -17,6 +17,8 @@ from harness.tracking.base import RunLog, RunRecord
 from registry import ConfigError
 
 TRIAL_KEY_TAG = "trial_key"
+REPORT_RUN_TAG = "harness_report"  # "1" on the run `harness report` logs a spec's report to
+REPORT_FOLDER = "report"  # that run's artifacts: the report folder, as written
 CONFIG_HASH_TAG = "config_hash"  # the hash of everything that shapes the trial's result
 SPEC_ARTIFACT = "spec.yaml"  # the resolved spec the run was made with
 TRACEBACK_ARTIFACT = "traceback.txt"  # why a run failed, when an exception ended it

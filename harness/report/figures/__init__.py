@@ -1,8 +1,9 @@
 """The report's figures, one module per family, and `FIGURES`, the list `harness report` draws.
 
-Each family draws PNGs `<kind>_<subject>.png` from a `FigureGroup` (see `common`): per group of
-rows sharing a backbone (per-class accuracy, training curves, EAM Fig. 7 and 8) or per row
-(confusion matrices). Adding a family is one module and one line here.
+Each family draws PNGs `<kind>_<subject>.png` from a `FigureGroup` (see `common`): once for the
+spec (the ranked differences over runs), per group of rows sharing a backbone (the seed spread,
+per-class accuracy, training curves, EAM Fig. 7 and 8) or per row (confusion matrices). Adding a
+family is one module and one line here.
 """
 
 import matplotlib
@@ -14,12 +15,16 @@ from harness.report.figures import (  # noqa: E402
     curves,
     gradcam,
     per_class,
+    ranked,
+    seeds,
     temporal,
 )
 from harness.report.figures.common import FigureFamily, FigureGroup  # noqa: E402
 
-# In drawing order: the README lists the figures in this order, per group, then per row.
+# In drawing order: the README lists the figures in this order, per spec, per group, per row.
 FIGURES: tuple[FigureFamily, ...] = (
+    ranked.FAMILY,
+    seeds.FAMILY,
     per_class.FAMILY,
     curves.FAMILY,
     temporal.FAMILY,

@@ -1,8 +1,9 @@
 """What every figure family shares: the family record `FIGURES` lists, the group of rows a family
 draws from, and writing a PNG.
 
-A family draws from one `FigureGroup`: the rows sharing a backbone and its settings (a baseline
-and its attention models; `per="group"`), or a single row (`per="row"`). Families that need the
+A family draws from one `FigureGroup`: every row of the spec (`per="spec"`), the rows sharing a
+backbone and its settings (a baseline and its attention models; `per="group"`), or a single row
+(`per="row"`). Families that need the
 trained weights (EAM Fig. 7 and 8) share the group's `trained`, loaded once.
 """
 
@@ -35,6 +36,8 @@ class FigureGroup:
     out: Path  # the figures folder
     videos: int = 3  # test videos in Fig. 7 and 8
     notes: list[str] = field(default_factory=list)  # figures not drawn, and why
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # run id → video → 0/1
+    comparisons: list[dict] = field(default_factory=list)  # over runs, `report.comparisons`
 
     @property
     def subject(self) -> str:
@@ -54,7 +57,7 @@ class FigureFamily:
 
     kind: str  # "per_class", "gradcam", …
     title: str  # "Grad-CAM (EAM Fig. 8)"
-    per: Literal["group", "row"]  # drawn once per group of rows, or once per row with runs
+    per: Literal["spec", "group", "row"]  # once per spec, per group of rows, per row with runs
     draw: Callable[[FigureGroup], list[Path]]  # the PNGs written (none when nothing to draw)
 
 

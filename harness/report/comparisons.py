@@ -1,0 +1,200 @@
+"""Each attention row against its baseline over training runs (`harness.analysis.replication`).
+
+A row's runs are paired with its baseline's by split and seed; each pair is compared on the test
+videos both runs scored. The family for Holm's correction is every comparison of the spec that
+has two runs or more. A row with one run gets no test: its training variance is unknown, and the
+report says so instead of quoting the per-video test, which holds each trained model fixed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from harness.analysis.replication import (
+    ALPHA,
+    ASO_THRESHOLD,
+    PairedRun,
+    RunComparison,
+    compare_over_runs,
+    holm,
+    runs_for_power,
+)
+from harness.analysis.significance import correctness
+from harness.report.rows import ReportRow, baseline_of
+from harness.tracking import RunRecord
+from harness.tracking.schema import per_video_scores
+
+Outcomes = dict[str, dict[str, int]]  # run id → video → 1 if classified right
+
+HEADERS = ["model", "baseline", "runs", "acc. (%)", "baseline (%)", "Δ (pp) [95% CI]",
+           "Δ per run (pp)", "sign-flip p", "Holm p", "ASO ε_min ↑ / ↓", "verdict",
+           "runs for 80% power"]  # fmt: skip
+
+
+def video_outcomes(rows: list[ReportRow]) -> Outcomes:
+    """Per-video correctness of every run of the rows that logged its per-video scores."""
+    found: Outcomes = {}
+    for row in rows:
+        for run in row.runs:
+            scores = per_video_scores(run)
+            if scores:
+                found[run.run_id] = correctness(scores)
+    return found
+
+
+def paired_runs(row: ReportRow, baseline: ReportRow, outcomes: Outcomes) -> list[PairedRun]:
+    """The row's runs paired with the baseline's made on the same split and seed, each on the
+    videos both scored (pairs without per-video scores or shared videos are left out)."""
+    theirs = {_split_seed(baseline, run): run for run in baseline.runs}
+    pairs = []
+    for run in row.runs:
+        split, seed = _split_seed(row, run)
+        other = theirs.get((split, seed))
+        if other is None or run.run_id not in outcomes or other.run_id not in outcomes:
+            continue
+        ours, base = outcomes[run.run_id], outcomes[other.run_id]
+        shared = sorted(ours.keys() & base.keys())
+        if shared:
+            model = np.array([ours[v] for v in shared])
+            pairs.append(PairedRun(split, seed, model, np.array([base[v] for v in shared])))
+    return pairs
+
+
+def run_comparisons(
+    rows: list[ReportRow], outcomes: Outcomes, *, min_effect: float | None = None
+) -> list[dict]:
+    """A record per attention row with paired baseline runs; `min_effect` (pp) is the Δ the
+    power advice is computed for (default: the observed Δ)."""
+    found = []
+    for row in rows:
+        baseline = baseline_of(row, rows)
+        pairs = paired_runs(row, baseline, outcomes) if baseline is not None else []
+        if pairs:
+            found.append((row, baseline, compare_over_runs(pairs)))
+    adjusted = holm([result.p_value for _, _, result in found])
+    family = sum(1 for _, _, result in found if result.replicated)
+    return [
+        _record(row, baseline, result, holm_p, family, min_effect)
+        for (row, baseline, result), holm_p in zip(found, adjusted, strict=True)
+    ]
+
+
+def _record(row, baseline, result: RunComparison, holm_p: float, family: int, min_effect):
+    effect = min_effect / 100 if min_effect is not None else abs(result.mean_difference)
+    needed = runs_for_power(effect, result.difference_sd, ALPHA / max(family, 1))
+    return {
+        "model": row.name,
+        "baseline": baseline.name,
+        "runs": result.runs,
+        "accuracy": 100 * float(np.mean(result.model_accuracies)),
+        "baseline_accuracy": 100 * float(np.mean(result.baseline_accuracies)),
+        "difference": 100 * result.mean_difference,
+        "ci95_low": 100 * result.ci_low,
+        "ci95_high": 100 * result.ci_high,
+        "run_differences": " ".join(f"{100 * d:+.1f}" for d in result.differences),
+        "difference_sd": 100 * result.difference_sd,
+        "sign_flip_p": result.p_value,
+        "smallest_p": result.smallest_p,
+        "holm_p": holm_p,
+        "family": family,
+        "aso_model_better": result.aso_model_better,
+        "aso_baseline_better": result.aso_baseline_better,
+        "difference_shown": bool(holm_p < ALPHA),
+        "power_effect": 100 * effect,
+        "runs_for_power": needed,
+        "verdict": verdict(result, holm_p),
+    }
+
+
+def verdict(result: RunComparison, holm_p: float) -> str:
+    """What the comparison shows, in words a reader cannot over-read."""
+    if not result.replicated:
+        return "unknown: 1 run each, training variance not measured"
+    if holm_p < ALPHA:
+        direction = "better" if result.mean_difference > 0 else "worse"
+        return f"{direction} than the baseline (Holm p < {ALPHA})"
+    if result.smallest_p >= ALPHA:
+        return f"no test possible: {result.runs} runs give p ≥ {result.smallest_p:.3g}"
+    return "no difference shown"
+
+
+def power_advice(record: dict) -> str:
+    """The runs needed for 80 % power, for comparisons that did not show a difference."""
+    if record["difference_shown"]:
+        return ""
+    if record["runs"] < 2:
+        return "unknown (needs ≥ 2 runs for the spread)"
+    if record["runs_for_power"] is None:
+        return f"unknown (Δ {record['power_effect']:.1f} pp, run spread {_sd(record)})"
+    return f"{record['runs_for_power']} for Δ = {record['power_effect']:.1f} pp"
+
+
+def comparisons_markdown(frame: pd.DataFrame, *, min_effect: float | None = None) -> str:
+    """The records of `run_comparisons` as a GitHub table, with the legend under it."""
+    shown = [_cells(record) for record in frame.to_dict("records")]
+    table = tabulate(shown, headers=HEADERS, tablefmt="github", disable_numparse=True)
+    replicated = frame[frame.runs >= 2]
+    return f"{table}\n\n{legend(len(replicated), len(frame), min_effect)}"
+
+
+def _cells(record: dict) -> list[str]:
+    one_run = record["runs"] < 2
+    interval = "" if one_run else f" [{record['ci95_low']:+.1f}, {record['ci95_high']:+.1f}]"
+    up, down = record["aso_model_better"], record["aso_baseline_better"]
+    aso = "" if one_run else f"{up:.2f} / {down:.2f}"
+    return [
+        record["model"], record["baseline"], str(record["runs"]),
+        f"{record['accuracy']:.1f}", f"{record['baseline_accuracy']:.1f}",
+        f"{record['difference']:+.1f}{interval}", record["run_differences"],
+        "" if one_run else f"{record['sign_flip_p']:.3g}",
+        "" if one_run else f"{record['holm_p']:.3g}",
+        aso, record["verdict"], power_advice(record),
+    ]  # fmt: skip
+
+
+def legend(replicated: int, total: int, min_effect: float | None) -> str:
+    """What each column means, which family was corrected, and what one run cannot say."""
+    parts = [
+        "A run is one training run (a split × seed); the model's runs are paired with the "
+        "baseline's of the same split and seed and compared on the test videos both scored. "
+        "Δ: mean over runs of (model − baseline) video top-1, in percentage points; its 95% "
+        "interval is a hierarchical bootstrap (10,000 resamples of the runs, then of the videos "
+        "within each run), so it includes training variance and test-set noise."
+    ]
+    if replicated:
+        parts.append(
+            "sign-flip p: two-sided permutation test over the runs' Δ (exact: all 2^n sign "
+            f"patterns; n runs cannot give p below 2/2^n). Holm p: Holm–Bonferroni over the "
+            f"family of the {replicated} comparison{'s' * (replicated != 1)} of this spec with "
+            "two runs or more (every attention row against its baseline); a difference is "
+            f"claimed only where Holm p < {ALPHA}. ASO ε_min ↑ / ↓: almost stochastic order "
+            "(Dror et al. 2019) of the model's run accuracies over the baseline's, and the "
+            f"reverse; below {ASO_THRESHOLD} the first almost always beats the second. Runs for "
+            f"80% power: run pairs the sign-flip test needs to detect {_effect(min_effect)} at "
+            f"α = {ALPHA}/{max(replicated, 1)}, from the spread of the runs' Δ (noncentral t)."
+        )
+    if replicated < total:
+        parts.append(
+            f"{total - replicated} row{'s' * (total - replicated != 1)} with one run each: "
+            "training variance is unknown, so nothing is claimed. Train more seeds "
+            "(`train.seeds: [0, 1, 2, 3, 4, 5]`) to measure it."
+        )
+    return " ".join(parts)
+
+
+def _effect(min_effect: float | None) -> str:
+    return "the observed Δ" if min_effect is None else f"Δ = {min_effect} pp (--min-effect)"
+
+
+def _sd(record: dict) -> str:
+    sd = record["difference_sd"]
+    return "unknown" if math.isnan(sd) else f"{sd:.1f} pp"
+
+
+def _split_seed(row: ReportRow, run: RunRecord) -> tuple[int | None, int | None]:
+    trial = row.trial_of(run)
+    return trial.split, trial.seed

@@ -175,7 +175,8 @@ def legend(replicated: int, total: int, min_effect: float | None) -> str:
             "(Dror et al. 2019) of the model's run accuracies over the baseline's, and the "
             f"reverse; below {ASO_THRESHOLD} the first almost always beats the second. Runs for "
             f"80% power: run pairs the sign-flip test needs to detect {_effect(min_effect)} at "
-            f"α = {ALPHA}/{max(replicated, 1)}, from the spread of the runs' Δ (noncentral t)."
+            f"α = {ALPHA}/{max(replicated, 1)}, from the spread of the runs' Δ (the exact "
+            "test's power for normal Δ, simulated up to 10 runs; the paired t-test's beyond)."
         )
     if replicated < total:
         parts.append(

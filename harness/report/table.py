@@ -231,6 +231,8 @@ def _stat(stat: Stat | None, digits: int, pm: str, row: ReportRow, per_run: bool
         return "pending"
     if stat.n == 1 or math.isnan(stat.std):  # one run: no spread to show, but say it is one
         return f"{stat.mean:.{digits}f} (n={stat.n})" if per_run else f"{stat.mean:.{digits}f}"
+    if not per_run and round(stat.std, digits) == 0:  # size and cost: equal in every run
+        return f"{stat.mean:.{digits}f}"
     return f"{stat.mean:.{digits}f} {pm} {stat.std:.{digits}f} (n={stat.n})"
 
 

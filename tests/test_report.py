@@ -264,10 +264,10 @@ def test_report_over_1000_runs_compares_200_run_pairs_per_row(tmp_path):
     assert seconds < 60, f"report over 1000 runs took {seconds:.1f} s"
 
 
-QUICK = [
-    "--set", "train.epochs=1", "--set", "grid.attention=[none, eam]", "--set", "train.seeds=[0]",
-    "--set", "eval.count=1", "--set", "train.save_checkpoint=true", "--no-progress",
-]  # fmt: skip
+MADE_WITH = ["--set", "train.epochs=1", "--set", "eval.count=1", "--set", "train.seeds=[0]",
+             "--set", "model.frames=8", "--set", "model.size=32"]  # fmt: skip
+QUICK = [*MADE_WITH, "--set", "grid.attention=[none, eam]", "--set", "train.save_checkpoint=true",
+         "--no-progress"]  # fmt: skip
 
 
 def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, monkeypatch):
@@ -276,8 +276,7 @@ def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, mon
     assert main(["run", str(spec), *QUICK]) == 0
     # The report reads the full grid with the settings the runs were made with: the rows not
     # run are pending (a run made with other settings would be pending too).
-    made_with = ["--set", "train.epochs=1", "--set", "eval.count=1", "--set", "train.seeds=[0]"]
-    assert main(["report", str(spec), "--no-count", *made_with]) == 0
+    assert main(["report", str(spec), "--no-count", *MADE_WITH]) == 0
     out = tmp_path / "reports" / "quickstart"
     readme = (out / "README.md").read_text()
     assert "synthetic (tiny)" in readme
@@ -349,3 +348,22 @@ grid: {backbone: [resnet3d_10], attention: [none, se], placement: [stage_output]
     small = pd.read_csv(tmp_path / "reports" / "small" / "table.csv")
     assert small.param_m_ours.iloc[1] > small.param_m_ours.iloc[0] > 14  # counted: SE adds some
     assert "none (a profile-only spec" in (tmp_path / "reports" / "small" / "README.md").read_text()
+
+
+def test_verdicts_say_when_no_test_is_possible_rather_than_no_difference():
+    from harness.analysis.replication import RunComparison
+    from harness.report.comparisons import verdict
+
+    def result(runs: int, mean: float) -> RunComparison:
+        nan = float("nan")
+        return RunComparison(runs, (), (), (), mean, 0.01, nan, nan, 2 / 2**runs, 2 / 2**runs,
+                             nan, nan)  # fmt: skip
+
+    # 6 runs: p can reach 2/64 = 0.031 < 0.05 alone, but not Holm's 0.05/2 in a family of two
+    assert verdict(result(6, 0.02), 0.03125, 1).startswith("better than the baseline")
+    assert verdict(result(6, -0.02), 0.03125, 1).startswith("worse than the baseline")
+    assert verdict(result(6, 0.02), 0.0625, 2) == (
+        "no test possible: 6 runs give p ≥ 0.0312 (Holm over 2 needs p < 0.025)"
+    )
+    assert verdict(result(8, 0.02), 0.2, 2) == "no difference shown"
+    assert verdict(result(1, 0.02), float("nan"), 0).startswith("unknown: 1 run each")

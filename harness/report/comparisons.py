@@ -106,19 +106,22 @@ def _record(row, baseline, result: RunComparison, holm_p: float, family: int, mi
         "difference_shown": bool(holm_p < ALPHA),
         "power_effect": 100 * effect,
         "runs_for_power": needed,
-        "verdict": verdict(result, holm_p),
+        "verdict": verdict(result, holm_p, family),
     }
 
 
-def verdict(result: RunComparison, holm_p: float) -> str:
-    """What the comparison shows, in words a reader cannot over-read."""
+def verdict(result: RunComparison, holm_p: float, family: int) -> str:
+    """What the comparison shows, in words a reader cannot over-read. Holm's adjusted p-values
+    are all at least `family` times the smallest raw one, so a family of m comparisons over n
+    runs can show nothing at all when m · 2/2^n ≥ α: said as such, not as "no difference"."""
     if not result.replicated:
         return "unknown: 1 run each, training variance not measured"
     if holm_p < ALPHA:
         direction = "better" if result.mean_difference > 0 else "worse"
         return f"{direction} than the baseline (Holm p < {ALPHA})"
-    if result.smallest_p >= ALPHA:
-        return f"no test possible: {result.runs} runs give p ≥ {result.smallest_p:.3g}"
+    if result.smallest_p * family >= ALPHA:
+        holm_note = f" (Holm over {family} needs p < {ALPHA / family:.3g})" if family > 1 else ""
+        return f"no test possible: {result.runs} runs give p ≥ {result.smallest_p:.3g}{holm_note}"
     return "no difference shown"
 
 

@@ -453,19 +453,36 @@ def test_some_junk_training_videos_are_counted_and_named_in_the_run(tmp_path, mo
     assert run.info.status == "FINISHED" and run.data.metrics["videos_unreadable"] == 2
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """The sweep starts with SIGINT delivered and handled by default, as from a shell, whatever
+    the pytest worker that starts it inherited or blocked (a blocked or ignored SIGINT would pass
+    on to the sweep and make Ctrl-C a no-op there)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_masks(pid: int) -> str:
+    """The sweep's blocked/ignored/caught signal masks, for the failure message."""
+    status = Path(f"/proc/{pid}/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_ctrl_c_on_a_parallel_sweep_leaves_every_cut_run_killed(tmp_path):
     """joblib terminates its workers on Ctrl-C; the runs they held must not stay RUNNING."""
     spec = write_spec(tmp_path, {"grid.attention": ["none", "se"], "train.epochs": 30})
     command = [sys.executable, "-m", "harness", "run", str(spec), "--no-progress", "--jobs", "2"]
     sweep = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)  # fmt: skip
+                             start_new_session=True,
+                             preexec_fn=_sigint_as_in_a_terminal)  # fmt: skip
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("checkpoints/hostile/*/last.pt"))) < 2:
         assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()[0]
         time.sleep(0.1)
+    dispositions = _signal_masks(sweep.pid)
     os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     output = sweep.communicate(timeout=120)[0]
-    assert sweep.returncode == 130, output
+    assert sweep.returncode == 130, f"{dispositions}\n{output}"
     assert "Traceback" not in output and "0 finished" in output
     assert sorted(r.info.status for r in runs(tmp_path)) == ["KILLED", "KILLED"]

@@ -110,7 +110,12 @@ class TrainClips(Dataset):
 
 
 class EvalClips(Dataset):
-    """Every clip of every test video (`sliding` or `even` clips, centre crop)."""
+    """Every clip of every test video (`sliding` or `even` clips, centre crop).
+
+    A video that gives no `sliding` clip (0 or 1 frames: 3D-ResNets-PyTorch makes no test sample
+    of it, see `sliding_clips`) still gets one item, marked unscored, so that it is named
+    rather than dropped silently; like the reference, it counts in no accuracy.
+    """
 
     def __init__(self, reader: FrameReader, entries: list[Entry], protocol: ClipProtocol) -> None:
         self.reader = reader
@@ -123,7 +128,7 @@ class EvalClips(Dataset):
             if protocol.eval_clips == "even":
                 clips = even_clips(max(count, 1), protocol.frames, protocol.even_count)
             else:
-                clips = sliding_clips(max(count, 1), protocol.frames)
+                clips = sliding_clips(count, protocol.frames) or [[]]  # [] reads as unscored
             self.items += [(video, clip) for clip in clips]
 
     def __len__(self) -> int:
@@ -134,8 +139,8 @@ class EvalClips(Dataset):
         entry = self.entries[video]
         rng = np.random.default_rng(0)
         try:
-            if self.reader.frame_count(entry) == 0:
-                raise OSError("no decodable frames")
+            if self.reader.frame_count(entry) == 0 or not window:
+                raise OSError("no decodable frames, or too few for a test clip")
             frames = self.transform(self.reader.read(entry, window), rng)
             clip, ok = to_tensor(frames, self.protocol.normalisation), 1
         except READ_ERRORS:
@@ -148,7 +153,9 @@ class TSNSegments(Dataset):
     """TSN input for 2D models: `segments` RGB frames or 10-frame flow stacks per video.
 
     Returns `(segments, C, H, W)`: C = 3 for RGB, 2·`flow_length` for flow (x, y interleaved).
-    Flow is read from TSN-style `flow_x_%05d.jpg` / `flow_y_%05d.jpg` in `flow_root`.
+    Flow is read from TSN-style `flow_x_%05d.jpg` / `flow_y_%05d.jpg` in `flow_root`; in training
+    a flipped flow stack has its x-flow inverted, as TSN's `GroupRandomHorizontalFlip(is_flow=True)`
+    (the transform is built with `modality`, see `flip_horizontal`).
     """
 
     def __init__(
@@ -173,7 +180,9 @@ class TSNSegments(Dataset):
             flow_length,
             seed,
         )
-        self.transform = SpatialTransform(size, train=train, crop="multiscale_corner")
+        self.transform = SpatialTransform(
+            size, train=train, crop="multiscale_corner", modality=modality
+        )
         self.normalisation = "flow" if modality == "flow" else "imagenet"
 
     def __len__(self) -> int:

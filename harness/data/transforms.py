@@ -9,7 +9,8 @@ EAM (3D, after Hara et al.): a random 16-frame window (short videos loop-padded)
 multi-scale corner crop resized to 112, horizontal flip p=0.5, ActivityNet mean subtracted from
 0–255 pixels; at test time non-overlapping 16-frame clips over the whole video, centre crop.
 AARM (2D two-stream, TSN): 3 segments, one RGB frame or a 10-frame flow stack per segment, 224
-crops. Normalisation follows the checkpoint family being fine-tuned.
+crops; a flipped flow stack has its x components inverted, as TSN does (`flip_horizontal`).
+Normalisation follows the checkpoint family being fine-tuned.
 
 Clips are `(T, H, W, C)` uint8 arrays until `to_tensor`, which returns `(C, T, H, W)` float32.
 """
@@ -31,6 +32,9 @@ NORMALISATIONS = {
 }
 HARA_SCALES = tuple(1 / 2 ** (i / 4) for i in range(5))  # 1, 0.84, 0.71, 0.59, 0.5
 CORNERS = ("c", "tl", "tr", "bl", "br")
+MODALITIES = ("rgb", "flow")
+# flow stacks are x, y, x, y … (TSN's interleaving, as `frames.read_flow_stack` stacks them)
+FLOW_X_CHANNELS = slice(0, None, 2)
 
 
 def loop_pad(indices: list[int], length: int) -> list[int]:
@@ -45,11 +49,20 @@ def random_window(frames: int, length: int, rng: np.random.Generator) -> list[in
 
 
 def sliding_clips(frames: int, length: int) -> list[list[int]]:
-    """Non-overlapping `length`-frame clips covering the video (EAM's test protocol); the last
-    one loop-padded."""
+    """Non-overlapping `length`-frame test clips (EAM's protocol), exactly 3D-ResNets-PyTorch's.
+
+    Hara et al.'s `make_dataset` (`datasets/ucf101.py`, `hmdb51.py`) with
+    `n_samples_for_each_video = 0` (`get_test_set`), so `step = sample_duration`, over 1-based
+    frames: `for j in range(1, n_frames, step)` →
+    `range(j, min(n_frames + 1, j + sample_duration))`, then `LoopPadding(sample_duration)`.
+    In 0-based indices a clip starts at every multiple of `length` below `frames − 1`: a last
+    clip that would hold the video's final frame alone (`frames` = k·`length` + 1) is not made,
+    that frame is left out; a shorter last clip is loop-padded. A video of 0 or 1 frames gives
+    no clip (the reference makes no test sample of it; `EvalClips` reports it unscored).
+    """
     return [
         loop_pad(list(range(start, min(start + length, frames))), length)
-        for start in range(0, max(frames, 1), length)
+        for start in range(0, frames - 1, length)
     ]
 
 
@@ -78,14 +91,26 @@ def tsn_segments(
 @dataclass(frozen=True)
 class SpatialTransform:
     """Crop, resize, flip: `train` uses Hara's multi-scale corner crop (or a random resized
-    crop) and flips; evaluation resizes the short side to `size` and takes the centre."""
+    crop) and flips; evaluation resizes the short side to `size` and takes the centre.
+
+    `modality` says what the clip holds: `rgb` (3 channels) or `flow`, TSN's uint8 x/y stacks
+    (2·L channels, x at `FLOW_X_CHANNELS`), whose flip also inverts the x-flow
+    (`flip_horizontal`). A clip that does not fit the modality is an error, so a flow stack
+    cannot be flipped as a picture by a transform built for RGB.
+    """
 
     size: int
     train: bool
     crop: str = "multiscale_corner"  # or "random_resized", or "random" (no zoom)
     flip: bool = True
+    modality: str = "rgb"  # or "flow"
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality {self.modality!r}: expected one of {MODALITIES}")
 
     def __call__(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check_channels(clip, self.modality)
         h, w = clip.shape[1:3]
         if not self.train:
             clip = _resize_short_side(clip, self.size)
@@ -105,8 +130,36 @@ class SpatialTransform:
         top, left, height, width = box
         clip = _resize(clip[:, top : top + height, left : left + width], self.size, self.size)
         if self.flip and rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
+            clip = flip_horizontal(clip, flow=self.modality == "flow")
         return clip
+
+
+def flip_horizontal(clip: np.ndarray, *, flow: bool) -> np.ndarray:
+    """Mirror `(T, H, W, C)` uint8 frames left to right; for a flow stack (`flow`) also invert
+    its x components, `255 − v` on the stored 0–255 values (zero motion at 128), because a
+    mirrored video moves the other way. TSN (Wang et al. 2016), `transforms.py`
+    `GroupRandomHorizontalFlip(is_flow=True)`: `for i in range(0, len(ret), 2): ret[i] =
+    ImageOps.invert(ret[i])`, i.e. the x images of the x, y, x, y … stack. y is unchanged.
+    """
+    mirrored = clip[:, :, ::-1]
+    if not flow:
+        return mirrored
+    if mirrored.dtype != np.uint8:  # 255 − v is a negation only on the stored uint8 values
+        raise TypeError(f"flip flow stacks as uint8 images, before `to_tensor`: {clip.dtype}")
+    mirrored = mirrored.copy()
+    mirrored[..., FLOW_X_CHANNELS] = 255 - mirrored[..., FLOW_X_CHANNELS]
+    return mirrored
+
+
+def _check_channels(clip: np.ndarray, modality: str) -> None:
+    channels = clip.shape[-1]
+    if modality == "rgb" and channels != 3:
+        raise ValueError(
+            f"a {channels}-channel clip given to an RGB transform: flow stacks need "
+            "SpatialTransform(..., modality='flow'), whose flip inverts the x-flow"
+        )
+    if modality == "flow" and channels % 2:
+        raise ValueError(f"a flow stack has x, y pairs of channels, not {channels}")
 
 
 def _corner_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:

@@ -101,7 +101,8 @@ def test_stam_3d_is_a_2_plus_1_d_pair():
 def test_vcm_eq_6():
     vcm = VideoContextModule(5)
     m = torch.randn(4, 5)
-    torch.testing.assert_close(vcm(m), m * torch.sigmoid(m @ vcm.fc.weight.T + vcm.fc.bias))
+    assert vcm.fc.bias is None  # eq. 6: σ(W M), no bias
+    torch.testing.assert_close(vcm(m), m * torch.sigmoid(m @ vcm.fc.weight.T))
 
 
 def test_parallel_fusion_eq_5_starts_as_the_average():

@@ -205,7 +205,7 @@ def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, mon
     assert "ResNet-50 [17]" in first and "62.5" in first and "60.0" in first and "-2.5" in first
     # Pending rows still show Param. and GFLOPs, counted by fvcore (ResNeXt-101 64f: 38.466 G).
     table = pd.read_csv(out / "table.csv")
-    assert table.gflops_ours.iloc[10] == pytest.approx(38.466, abs=0.002)
+    assert table.gflops_paper_conv_ours.iloc[10] == pytest.approx(38.466, abs=0.002)
     assert table.param_m_ours.iloc[3] == pytest.approx(47.00, abs=0.01)
     assert "HMDB-51 split 1" in markdown
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from registry.checkpoints import NEW_MODULE_SEGMENTS
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's import warns on new Pythons
     from fvcore.nn import FlopCountAnalysis
@@ -38,6 +40,7 @@ AVERAGE_POOLING_OPS = tuple(
 )
 # Ops fvcore already counts by default among the pooling ops (its handle: one per input element).
 _FVCORE_COUNTED = {"aten::adaptive_avg_pool2d"}
+_ADDED_OPS = tuple(op for op in AVERAGE_POOLING_OPS if op not in _FVCORE_COUNTED)  # paper only
 
 
 @dataclass(frozen=True)
@@ -57,36 +60,95 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, FlopCount]:
-    """FLOPs of one forward pass on a `(1, *input_shape)` input, under both conventions.
+@dataclass(frozen=True)
+class ModuleCost:
+    """One inserted attention module (one insertion point): its parameters and multiply-adds
+    under both conventions, and the op types neither counts inside it (its sigmoids, products)."""
 
-    One trace serves both: the pooling ops the `paper` convention adds are counted with their own
-    handle and subtracted back out for the `fvcore` total.
-    """
+    name: str  # its path in the model: `stage_attention.res2`, `layer1.0.attention`, …
+    params: int
+    flops_fvcore: int
+    flops_paper: int
+    skipped_ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """A model's totals under both conventions and its attention modules' share of them."""
+
+    totals: dict[str, FlopCount]
+    modules: tuple[ModuleCost, ...]  # model order; empty without attention
+
+    def module_sum(self, attribute: str) -> int:
+        return sum(getattr(cost, attribute) for cost in self.modules)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, FlopCount]:
+    """FLOPs of one forward pass on a `(1, *input_shape)` input, under both conventions."""
+    return measure_complexity(model, input_shape).totals
+
+
+def measure_complexity(model: nn.Module, input_shape: tuple[int, ...]) -> Complexity:
+    """Totals under both conventions and the cost of every inserted attention module, from one
+    trace of one `(1, *input_shape)` clip: the pooling ops the `paper` convention adds are
+    counted with their own handle and subtracted back out for the `fvcore` figures."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        inputs = (torch.zeros(1, *input_shape, device=device),)
-        analysis = FlopCountAnalysis(model, inputs)
+        analysis = FlopCountAnalysis(model, (torch.zeros(1, *input_shape, device=device),))
         analysis.set_op_handle(**{op: elementwise_flop_counter(1, 0) for op in AVERAGE_POOLING_OPS})
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         with torch.no_grad():
-            by_operator = analysis.by_operator()
+            by_module = analysis.by_module_and_operator()
             skipped = Counter(analysis.unsupported_ops())
+            modules = tuple(
+                _module_cost(model, name, by_module.get(name, {}), analysis)
+                for name in attention_units(model)
+            )
     finally:
         model.train(was_training)
-    paper_total = int(sum(by_operator.values()))
-    added = {
-        op: by_operator.get(op.removeprefix("aten::"), 0)
-        for op in AVERAGE_POOLING_OPS
-        if op not in _FVCORE_COUNTED
-    }
-    used_added = sorted(
-        op for op, flops in added.items() if op.removeprefix("aten::") in by_operator
+    totals = _totals(by_module.get("", {}), skipped)
+    return Complexity(totals, tuple(m for m in modules if m.params or m.flops_paper))
+
+
+def attention_units(model: nn.Module) -> list[str]:
+    """The paths of the inserted attention modules, one per insertion point: the first path
+    segment the registry gives new modules (`attention`, `stage_attention`, `head_attention`),
+    or, where that is a container of modules keyed by insertion point, each of its entries."""
+    units: dict[str, None] = {}
+    for name, _ in model.named_modules():
+        parts = name.split(".")
+        hits = [i for i, part in enumerate(parts) if part in NEW_MODULE_SEGMENTS]
+        if not hits:
+            continue
+        unit = ".".join(parts[: hits[0] + 1])
+        if isinstance(model.get_submodule(unit), nn.ModuleDict):
+            if len(parts) <= hits[0] + 1:
+                continue
+            unit = ".".join(parts[: hits[0] + 2])
+        units[unit] = None
+    return list(units)
+
+
+def _module_cost(model: nn.Module, name: str, operators: Counter, analysis) -> ModuleCost:
+    paper = int(sum(operators.values()))
+    added = int(sum(flops for op, flops in operators.items() if f"aten::{op}" in _ADDED_OPS))
+    return ModuleCost(
+        name=name,
+        params=count_parameters(model.get_submodule(name)),
+        flops_fvcore=paper - added,
+        flops_paper=paper,
+        skipped_ops=tuple(sorted(analysis.unsupported_ops(name))),
     )
+
+
+def _totals(operators: Counter, skipped: Counter) -> dict[str, FlopCount]:
+    paper_total = int(sum(operators.values()))
+    added = {op: operators.get(op.removeprefix("aten::"), 0) for op in _ADDED_OPS}
+    used_added = sorted(op for op in _ADDED_OPS if op.removeprefix("aten::") in operators)
     return {
         "paper": FlopCount("paper", paper_total, tuple(sorted(skipped))),
         "fvcore": FlopCount(

@@ -34,6 +34,13 @@ def summed_cost(rgb: dict[str, float], flow: dict[str, float]) -> dict[str, floa
     """A two-stream model's size and cost are those of its two networks together."""
     return {
         name: rgb[name] + flow[name]
-        for name in ("params", "gflops_paper", "gflops_fvcore")
+        for name in (
+            "params",
+            "gflops_paper",
+            "gflops_fvcore",
+            "attention_params",
+            "attention_gflops_paper",
+            "attention_gflops_fvcore",
+        )
         if name in rgb and name in flow
     }

@@ -1,4 +1,7 @@
-"""`harness profile`: parameters, GFLOPs (both conventions) and optional latency per grid row."""
+"""`harness profile`: parameters, GFLOPs (both conventions) and optional latency per grid row,
+with the cost ledger of the inserted attention modules: per insertion point and summed, their
+parameters and multiply-adds under both conventions, and the cost per test video (per clip × the
+evaluation views of the spec's protocol)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
-from harness.analysis.complexity import MACS_NOTE, count_flops, count_parameters
+from harness.analysis.complexity import MACS_NOTE, count_parameters, measure_complexity
 from harness.analysis.latency import measure_latency
 from harness.config.spec import Spec, Trial
 
@@ -33,6 +36,22 @@ class ProfileRow:
     clips_per_s: float | None = None
     latency_device: str | None = None
     paper: dict[str, Any] = field(default_factory=dict)
+    attention_params: int = 0  # the inserted modules together
+    attention_gflops_fvcore: float = 0.0
+    attention_gflops_paper: float = 0.0
+    modules: list[dict[str, Any]] = field(default_factory=list)  # one per insertion point
+    views_per_video: int | None = None  # test clips (or TSN segments) per video; None: varies
+    gflops_per_video_paper: float | None = None
+    gflops_per_video_fvcore: float | None = None
+
+
+def views_per_video(spec: Spec, trial: Trial) -> int | None:
+    """Forward passes per test video under the spec's protocol: `eval.count` TSN segments for 2D
+    backbones and evenly spaced clips for 3D ones; None for sliding windows (one clip per
+    `frames` frames: it varies with each video's length)."""
+    if trial.resolve().backbone.dims == 2 or spec.eval.clips == "even":
+        return spec.eval.count
+    return None
 
 
 def profile_spec(
@@ -60,7 +79,8 @@ def profile_spec(
 
 def _profile_one(spec, trial: Trial, resolved, model, latency, device, batch) -> ProfileRow:
     shape = trial.input_shape(resolved)
-    flops = count_flops(model, shape)
+    measured = measure_complexity(model, shape)
+    flops = measured.totals
     row = ProfileRow(
         key=trial.key,
         backbone=trial.backbone,
@@ -76,6 +96,7 @@ def _profile_one(spec, trial: Trial, resolved, model, latency, device, batch) ->
         options=dict(trial.options),
         paper=spec.reference_for(trial),
     )
+    _add_ledger(row, measured, views_per_video(spec, trial) if spec.dataset else None)
     if latency:
         measured = measure_latency(model, shape, device=device, batch=batch)
         row.latency_ms, row.clips_per_s = measured.ms_per_clip, measured.clips_per_s
@@ -83,46 +104,105 @@ def _profile_one(spec, trial: Trial, resolved, model, latency, device, batch) ->
     return row
 
 
+def _add_ledger(row: ProfileRow, measured, views: int | None) -> None:
+    """The attention modules' costs, summed and per insertion point, and the cost per video."""
+    row.attention_params = measured.module_sum("params")
+    row.attention_gflops_fvcore = measured.module_sum("flops_fvcore") / 1e9
+    row.attention_gflops_paper = measured.module_sum("flops_paper") / 1e9
+    row.modules = [
+        {"module": m.name, "params": m.params, "gflops_fvcore": m.flops_fvcore / 1e9,
+         "gflops_paper": m.flops_paper / 1e9, "skipped_ops": list(m.skipped_ops)}
+        for m in measured.modules
+    ]  # fmt: skip
+    row.views_per_video = views
+    if views is not None:
+        row.gflops_per_video_paper = row.gflops_paper * views
+        row.gflops_per_video_fvcore = row.gflops_fvcore * views
+
+
 def rows_as_json(rows: list[ProfileRow]) -> list[dict[str, Any]]:
     return [asdict(row) for row in rows]
 
 
 def format_table(rows: list[ProfileRow]) -> str:
-    """A plain-text table, the paper's printed values beside ours, and the counting notes."""
+    """A plain-text table (the paper's printed values beside ours), the ledger of the attention
+    modules per insertion point, and the counting notes. Every FLOP header names its convention
+    ([paper] or [fvcore]); both count one multiply-add as one FLOP."""
     with_paper = any(row.paper for row in rows)
     with_latency = any(row.latency_ms is not None for row in rows)
-    headers = ["model", "input", "Params (M)", "GFLOPs paper-conv.", "GFLOPs fvcore"]
+    with_views = any(row.views_per_video is not None for row in rows)
+    headers = ["model", "input", "Params (M)", "GFLOPs/clip [paper]", "GFLOPs/clip [fvcore]",
+               "attn. Params (k)", "attn. GFLOPs [paper]", "attn. GFLOPs [fvcore]"]  # fmt: skip
+    if with_views:
+        headers += ["views/video", "GFLOPs/video [paper]"]
     if with_paper:
         headers += ["paper Params (M)", "paper GFLOPs"]
     if with_latency:
         headers += ["ms/clip (b=1)", "clips/s"]
-    table = []
-    for row in rows:
-        line = [
-            _model_name(row),
-            "×".join(map(str, row.input_shape[1:])),
-            f"{row.params / 1e6:.4f}",
-            f"{row.gflops_paper:.4f}",
-            f"{row.gflops_fvcore:.4f}",
-        ]
-        if with_paper:
-            line += [_printed(row.paper.get("params_m"), 2), _printed(row.paper.get("gflops"), 3)]
-        if with_latency:
-            line += [f"{row.latency_ms:.1f}", f"{row.clips_per_s:.2f}"]
-        table.append(line)
+    table = [_table_line(row, with_views, with_paper, with_latency) for row in rows]
+    parts = [tabulate(table, headers=headers, disable_numparse=True)]
+    ledger = _ledger(rows)
+    if ledger:
+        parts.append("attention modules per insertion point:\n" + ledger)
+    parts.append("\n".join(_notes(rows, with_latency)))
+    return "\n\n".join(parts)
+
+
+def _table_line(row: ProfileRow, with_views: bool, with_paper: bool, with_latency: bool):
+    line = [
+        _model_name(row),
+        "×".join(map(str, row.input_shape[1:])),
+        f"{row.params / 1e6:.4f}",
+        f"{row.gflops_paper:.4f}",
+        f"{row.gflops_fvcore:.4f}",
+        f"{row.attention_params / 1e3:.2f}",
+        f"{row.attention_gflops_paper:.5f}",
+        f"{row.attention_gflops_fvcore:.5f}",
+    ]
+    if with_views:
+        views = row.views_per_video
+        line += [str(views) if views else "varies",
+                 f"{row.gflops_per_video_paper:.3f}" if views else ""]  # fmt: skip
+    if with_paper:
+        line += [_printed(row.paper.get("params_m"), 2), _printed(row.paper.get("gflops"), 3)]
+    if with_latency:
+        line += [f"{row.latency_ms:.1f}", f"{row.clips_per_s:.2f}"]
+    return line
+
+
+def _ledger(rows: list[ProfileRow]) -> str:
+    """One line per inserted module of every model with attention (once per model and input:
+    the seeds and splits of one model share its ledger)."""
+    models = {(_model_name(row), tuple(row.input_shape)): row for row in reversed(rows)}
+    lines = [
+        [name, module["module"], str(module["params"]),
+         f"{module['gflops_paper']:.6f}", f"{module['gflops_fvcore']:.6f}"]
+        for (name, _), row in reversed(models.items()) for module in row.modules
+    ]  # fmt: skip
+    if not lines:
+        return ""
+    headers = ["model", "module", "Params", "GFLOPs [paper]", "GFLOPs [fvcore]"]
+    return tabulate(lines, headers=headers, disable_numparse=True)
+
+
+def _notes(rows: list[ProfileRow], with_latency: bool) -> list[str]:
     skipped = {
         name: sorted({op for row in rows for op in row.skipped_ops[name]})
         for name in ("paper", "fvcore")
     }
     notes = [
-        MACS_NOTE,
-        "paper convention (reproduces EAM Table 4): fvcore defaults + average pooling at one "
+        MACS_NOTE + " Counters that count 2 FLOPs per multiply-add print twice these numbers.",
+        "[paper] convention (reproduces EAM Table 4): fvcore defaults + average pooling at one "
         "FLOP per input element; skipped ops: " + ", ".join(skipped["paper"]),
-        "fvcore convention (fvcore defaults); skipped ops: " + ", ".join(skipped["fvcore"]),
+        "[fvcore] convention (fvcore defaults); skipped ops: " + ", ".join(skipped["fvcore"]),
+        "attn.: the inserted attention modules together (per insertion point below); neither "
+        "convention counts their sigmoids, gating products or max pooling.",
+        "views/video: forward passes per test video (evenly spaced clips, or TSN segments); "
+        "'varies' for sliding windows, one clip per clip length of each video.",
     ]
     if with_latency:
         notes.append(f"latency measured on {rows[0].latency_device}, eval mode, median of repeats")
-    return tabulate(table, headers=headers, disable_numparse=True) + "\n\n" + "\n".join(notes)
+    return notes
 
 
 def _model_name(row: ProfileRow) -> str:

@@ -60,15 +60,20 @@ class TrainSection:
     The speed settings (`bf16`, `channels_last`, `fused_optimizer`, `cudnn_benchmark`) are `null`
     by default, meaning on for a CUDA device and off on the CPU (`harness.train.step`);
     `deterministic: true` asks for deterministic kernels (and sets `CUBLAS_WORKSPACE_CONFIG` on
-    a GPU); `sync_every` is how many steps run between the checks of the loss for NaN."""
+    a GPU); `sync_every` is how many steps run between the checks of the loss for NaN.
+    `normalisation` overrides `dataset.normalisation` for the trials it applies to (a recipe
+    decides its input normalisation: ImageNet weights want ImageNet's, Hara's from-scratch recipe
+    ActivityNet's mean); `preset` fills in a named recipe (`harness.config.presets`)."""
 
     epochs: int = bounded(1, low=1)
     batch_size: int = bounded(8, low=1)  # global: the sum over the ranks
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = bounded(0.001, above=0)
     momentum: float = bounded(0.9, low=0, below=1)
+    dampening: float = bounded(0.0, low=0, below=1)  # SGD's; Hara's 2018 code uses 0.9
     weight_decay: float = bounded(1e-5, low=0)
     schedule: Literal["constant", "eam", "cosine", "plateau"] = "constant"
+    plateau_patience: int = bounded(2, low=1)  # epochs without a lower loss before ×gamma
     warmup_epochs: int = bounded(0, low=0)
     milestones: list[int] = bounded([], low=1)
     gamma: float = bounded(0.1, above=0, high=1)
@@ -84,6 +89,8 @@ class TrainSection:
     compile: bool = False  # torch.compile the model
     deterministic: bool = False
     sync_every: int = bounded(50, low=1)  # steps between the host's looks at the loss
+    normalisation: Literal["activitynet", "kinetics", "imagenet"] | None = None  # None: dataset's
+    preset: Literal["hara_scratch"] | None = None  # a named recipe (`harness.config.presets`)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ def smoke_raw(raw: Any) -> Any:
     raw["train"] = train | SHRUNK_TRAIN | {"seeds": seeds[:1]}
     for entry in raw.get("per_trial") or []:  # per-trial settings keep only what is not shrunk
         if isinstance(entry, dict) and isinstance(entry.get("train"), dict):
-            entry["train"] = {k: v for k, v in entry["train"].items() if k not in SHRUNK_TRAIN}
+            kept = {k: v for k, v in entry["train"].items() if k not in SHRUNK_TRAIN}
+            # a preset would bring its epochs and batch back: given beside it, they win
+            entry["train"] = kept | (SHRUNK_TRAIN if "preset" in kept else {})
     raw["eval"] = {**(raw.get("eval") or {}), "clips": "even", "count": 1, "batch_size": 8}
     raw.pop("tracking", None)
     return raw

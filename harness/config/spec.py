@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from harness.config.presets import with_preset
 from harness.config.sections import (
     DatasetSection,
     EvalSection,
@@ -82,6 +83,10 @@ HOW_NOT_WHAT = (
     "fused_optimizer",
     "channels_last",
 )
+# train keys added after runs were logged: at these values they leave a run's config hash as it
+# was, so a store's finished runs stay finished (a new value is a new configuration)
+LATER_DEFAULTS = {"dampening": 0.0, "plateau_patience": 2, "normalisation": None, "preset": None}
+_UNSET = object()
 AXIS_LIMITS = {"num_classes": 100_000, "frames": 1024, "size": 1024}  # beyond: a typo
 SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names folders and an experiment
 UNSAFE_IN_KEYS = ("/", "\\", "\0")  # a trial key names a checkpoint folder
@@ -130,9 +135,9 @@ class Spec:
         changes = [c for match, c in self.per_trial if matches(trial.fields(), match)]
         if self.train is None or not changes:
             return self.train
-        merged = {**self.resolved.get("train", {})}
+        merged = with_preset(self.resolved.get("train"), "train")
         for change in changes:
-            merged |= change
+            merged |= with_preset(change, "per_trial.train")
         return parse_section(TrainSection, merged, "train")
 
     def config_hash(self, trial: Trial) -> str:
@@ -140,7 +145,10 @@ class Spec:
         train settings, the dataset and the evaluation protocol (not how many loader workers,
         how often the loss is read, or which other seeds and splits the spec lists). A finished
         run is reused only under the same hash."""
-        train = {k: v for k, v in asdict(self.train_for(trial)).items() if k not in HOW_NOT_WHAT}
+        train = {
+            k: v for k, v in asdict(self.train_for(trial)).items()
+            if k not in HOW_NOT_WHAT and LATER_DEFAULTS.get(k, _UNSET) != v
+        }  # fmt: skip
         dataset = {k: v for k, v in asdict(self.dataset).items() if k not in HOW_NOT_WHAT}
         payload = {"trial": trial.key, "train": train, "dataset": dataset,
                    "eval": asdict(self.eval)}  # fmt: skip
@@ -309,7 +317,8 @@ def _per_trial(where: _Where, raw: Mapping) -> tuple:
         entry = where.mapping(entry, f"per_trial[{i}]")
         where.only_keys(entry, ("match", "train"), f"per_trial[{i}]")
         changes = where.mapping(entry.get("train", {}), f"per_trial[{i}].train")
-        merged = {**(raw.get("train") or {}), **changes}
+        merged = {**with_preset(raw.get("train"), "train"),
+                  **with_preset(changes, f"per_trial[{i}].train")}  # fmt: skip
         try:  # each entry checked here; train_for combines the entries matching a trial
             parse_section(TrainSection, merged, f"per_trial[{i}].train")
         except ConfigError as error:
@@ -325,7 +334,11 @@ def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
         dataset = (
             parse_section(DatasetSection, raw["dataset"], "dataset") if "dataset" in raw else None
         )
-        train = parse_section(TrainSection, raw.get("train"), "train") if dataset else None
+        train = (
+            parse_section(TrainSection, with_preset(raw.get("train"), "train"), "train")
+            if dataset
+            else None
+        )
         if "train" in raw and dataset is None:
             raise ConfigError("key 'train': a training section needs a 'dataset' section too.")
         return {

@@ -187,25 +187,42 @@ def _draw_figures(report: Report, spec: Spec, videos: int, outcomes: Outcomes) -
 
 
 def _count_pending(spec: Spec, rows: list[ReportRow]) -> dict[str, dict]:
-    """Params and GFLOPs (paper convention) of rows without runs, counted by fvcore now."""
-    pending = [row for row in rows if row.has_network and not row.runs]
+    """Params and GFLOPs (paper convention), the attention modules' included, of rows without
+    runs or whose runs predate the attention ledger, counted by fvcore now."""
+    pending = [row for row in rows if row.has_network and _uncounted(row)]
     if not pending:
         return {}
     profiled = profile_spec(replace(spec, trials=tuple(row.trials[0] for row in pending)))
     counted = {
-        row.key: {"params": found.params, "gflops_paper": found.gflops_paper}
+        row.key: {
+            "params": found.params,
+            "gflops_paper": found.gflops_paper,
+            "attention_params": found.attention_params,
+            "attention_gflops_paper": found.attention_gflops_paper,
+        }
         for row, found in zip(pending, profiled, strict=True)
     }
     for row in rows:  # a pending two-stream row costs what its two streams cost together
-        if not row.cited and not row.has_network and not row.runs:
+        if not row.cited and not row.has_network and _uncounted(row):
             pair = row.trials[0]
             streams = [replace(t, split=None, seed=None).key for t in (pair.rgb, pair.flow)]
             if all(key in counted for key in streams):
                 counted[row.key] = {
                     name: sum(counted[key][name] for key in streams)
-                    for name in ("params", "gflops_paper")
+                    for name in (
+                        "params",
+                        "gflops_paper",
+                        "attention_params",
+                        "attention_gflops_paper",
+                    )
                 }
     return counted
+
+
+def _uncounted(row: ReportRow) -> bool:
+    """No run of the row logged its complexity with the attention ledger (none ran, or its runs
+    are older than the ledger)."""
+    return not row.runs or any("attention_params" not in run.metrics for run in row.runs)
 
 
 def _write(path: Path, text: str) -> Path:

@@ -17,6 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.analysis.complexity import MACS_NOTE
+from harness.analysis.profile import views_per_video
 from harness.config.spec import Spec
 from harness.data.synthetic import synthetic_preset
 from harness.report.rows import ReportRow
@@ -71,7 +72,12 @@ def table_notes(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> 
     lines = [
         "Accuracy: video top-1 (%) averaged over clips per video; ours is mean ± sample std over "
         "seeds (n runs). Δ = ours − paper, shown only where the data is the paper's.",
-        f"GFLOPs: the paper convention; {MACS_NOTE}",
+        f"GFLOPs [paper conv.]: per clip, the paper convention (fvcore's counts plus average "
+        f"pooling); {MACS_NOTE} Attn.: the inserted attention modules together, their sigmoids, "
+        "gating products and max pooling uncounted (`harness profile SPEC` lists them per "
+        "insertion point, under both conventions). GFLOPs/video: per clip × the test clips (or "
+        "TSN segments) per video of this spec's protocol; absent for sliding windows, whose number "
+        "varies with each video's length.",
     ]
     if counted:
         lines.append(
@@ -93,8 +99,17 @@ def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list
     referenced = [k for row in rows for k in row.reference]
     found = [
         Column("Param. (M)", "params_m", _complexity("params", 1e-6, counted), 2),
-        Column("GFLOPs", "gflops", _complexity("gflops_paper", 1.0, counted), 3),
+        Column("GFLOPs [paper conv.]", "gflops", _complexity("gflops_paper", 1.0, counted), 3),
+        Column("Attn. Param. (k)", None, _complexity("attention_params", 1e-3, counted), 2),
+        Column(
+            "Attn. GFLOPs [paper conv.]",
+            None,
+            _complexity("attention_gflops_paper", 1.0, counted),
+            4,
+        ),  # fmt: skip
     ]
+    if spec.dataset is not None and any(_views(spec, row) for row in rows if row.has_network):
+        found.append(Column("GFLOPs/video [paper conv.]", None, _per_video(spec, counted), 2))
     measured_keys: set[str] = set()
     if spec.dataset is not None:
         real = synthetic_preset(spec.dataset.root) is None
@@ -127,6 +142,25 @@ def _complexity(metric: str, scale: float, counted: dict[str, dict]):
         if not values and row.key in counted:
             values = [counted[row.key][metric] * scale]
         return Stat.of(values)
+
+    return ours
+
+
+def _views(spec: Spec, row: ReportRow) -> int | None:
+    """Test views per video of the row's model (a two-stream row: per stream)."""
+    if row.cited or not row.trials:
+        return None
+    trial = row.trials[0]
+    return views_per_video(spec, getattr(trial, "rgb", trial))
+
+
+def _per_video(spec: Spec, counted: dict[str, dict]):
+    """GFLOPs per clip (paper convention) × the test views per video of the spec's protocol."""
+    per_clip = _complexity("gflops_paper", 1.0, counted)
+
+    def ours(row: ReportRow) -> Stat | None:
+        views, stat = _views(spec, row), per_clip(row)
+        return None if views is None or stat is None else Stat.of([stat.mean * views])
 
     return ours
 

@@ -75,8 +75,9 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
     if trial.resolve().backbone.dims == 2:
         train_set, eval_set = _segments(spec, trial, config, reader, train, test)
     else:
+        normalisation = spec.train_for(trial).normalisation or section.normalisation
         protocol = ClipProtocol(
-            frames=trial.frames, size=trial.size, normalisation=section.normalisation,
+            frames=trial.frames, size=trial.size, normalisation=normalisation,
             crop=section.crop, eval_clips=spec.eval.clips, even_count=spec.eval.count,
         )  # fmt: skip
         train_set = TrainClips(reader, train, protocol, seed=trial.seed)

@@ -30,15 +30,16 @@ def set_trainable(model: torch.nn.Module, trainable: str | list[str]) -> None:
 def make_optimizer(
     model: torch.nn.Module, train: TrainSection, *, fused: bool = False
 ) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW over the trainable parameters; `fused`: one fused kernel for
-    the whole update (a GPU setting, `train.fused_optimizer`), else torch's foreach default."""
+    """SGD with momentum (and `dampening`, 0.9 in Hara's 2018 code that EAM follows) or AdamW
+    over the trainable parameters; `fused`: one fused kernel for the whole update (a GPU
+    setting, `train.fused_optimizer`), else torch's foreach default."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     kernel = {"fused": True} if fused else {}
     if train.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay, **kernel)
     return torch.optim.SGD(
-        parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
-        **kernel,
+        parameters, lr=train.lr, momentum=train.momentum, dampening=train.dampening,
+        weight_decay=train.weight_decay, **kernel,
     )  # fmt: skip
 
 
@@ -52,9 +53,12 @@ def eam_factor(epoch: int, warmup: int, milestones: list[int], gamma: float) -> 
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, train: TrainSection) -> Schedule:
-    """`constant`, `eam` (eq. 12), `cosine` over the epochs, or `plateau` on the training loss."""
+    """`constant`, `eam` (eq. 12), `cosine` over the epochs, or `plateau` on the training loss
+    (×`gamma` after `plateau_patience` epochs without a lower loss)."""
     if train.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=train.gamma, patience=2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=train.gamma, patience=train.plateau_patience
+        )
     if train.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
     if train.schedule == "eam":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from harness.analysis.complexity import count_flops, count_parameters
+from harness.analysis.complexity import count_parameters, measure_complexity
 from harness.analysis.latency import measure_latency
 from harness.analysis.metrics import VideoMetrics
 from harness.config import Spec, Trial
@@ -261,10 +261,14 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
         log.set_tags(tags)
         log.log_metrics(metrics)
     shape = trial.input_shape(resolved)
-    flops = count_flops(model, shape)
+    measured = measure_complexity(model, shape)
+    flops = measured.totals
     latency = measure_latency(model, shape, device=device, batch=2, warmup=1, repeats=3)
     log.log_metrics({"params": count_parameters(model), "gflops_fvcore": flops["fvcore"].gflops,
                      "gflops_paper": flops["paper"].gflops,
+                     "attention_params": measured.module_sum("params"),
+                     "attention_gflops_paper": measured.module_sum("flops_paper") / 1e9,
+                     "attention_gflops_fvcore": measured.module_sum("flops_fvcore") / 1e9,
                      "latency_ms": latency.ms_per_clip})  # fmt: skip
     log.log_text(yaml.safe_dump(spec.resolved, sort_keys=False), SPEC_ARTIFACT)
     model.train()

@@ -8,9 +8,9 @@ import pytest
 from harness.analysis.significance import (
     bootstrap_interval,
     compare,
-    compare_runs,
     correctness,
     mcnemar_exact,
+    on_shared_videos,
 )
 
 
@@ -70,7 +70,7 @@ def test_bootstrap_is_reproducible():
     assert bootstrap_interval(differences) == bootstrap_interval(differences)
 
 
-def test_compare_runs_pairs_videos_by_name_and_ignores_videos_only_one_scored():
+def test_runs_are_paired_by_video_name_on_the_videos_both_scored():
     model = {"videos": {
         "a.avi": {"label": 0, "scores": [0.9, 0.1]},  # right
         "b.avi": {"label": 1, "scores": [0.2, 0.8]},  # right
@@ -83,11 +83,13 @@ def test_compare_runs_pairs_videos_by_name_and_ignores_videos_only_one_scored():
         "a.avi": {"label": 0, "scores": [0.3, 0.7]},  # wrong
     }}  # fmt: skip
     assert correctness(model) == {"a.avi": 1, "b.avi": 1, "c.avi": 0, "only_model.avi": 1}
-    result = compare_runs(model, baseline)
+    paired = on_shared_videos(correctness(model), correctness(baseline))
+    assert [v.tolist() for v in paired] == [[1, 1, 0], [0, 0, 1]]  # a, b, c in name order
+    result = compare(*paired)
     assert result.videos == 3
     assert (result.only_model, result.only_baseline) == (2, 1)
     assert result.difference == pytest.approx(1 / 3)
-    assert compare_runs(model, {"videos": {}}) is None
+    assert on_shared_videos(correctness(model), {}) is None
 
 
 def test_compare_rejects_vectors_of_different_length():

@@ -112,11 +112,12 @@ def correctness(per_video: dict) -> dict[str, int]:
     }
 
 
-def compare_runs(model_scores: dict, baseline_scores: dict) -> PairedComparison | None:
-    """Compare two runs' `per_video_scores.json` on the videos both scored (None if none)."""
-    model = correctness(model_scores)
-    baseline = correctness(baseline_scores)
+def on_shared_videos(
+    model: dict[str, int], baseline: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two runs' correctness (`correctness`) on the videos both scored, paired by name in name
+    order; None when they share none."""
     shared = sorted(model.keys() & baseline.keys())
     if not shared:
         return None
-    return compare(np.array([model[v] for v in shared]), np.array([baseline[v] for v in shared]))
+    return np.array([model[v] for v in shared]), np.array([baseline[v] for v in shared])

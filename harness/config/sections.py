@@ -90,7 +90,7 @@ class TrainSection:
     deterministic: bool = False
     sync_every: int = bounded(50, low=1)  # steps between the host's looks at the loss
     normalisation: Literal["activitynet", "kinetics", "imagenet"] | None = None  # None: dataset's
-    preset: Literal["hara_scratch"] | None = None  # a named recipe (`harness.config.presets`)
+    preset: str | None = None  # a name of `harness.config.presets.PRESETS`, checked there
 
 
 @dataclass(frozen=True)

@@ -208,13 +208,7 @@ def _count_pending(spec: Spec, rows: list[ReportRow]) -> dict[str, dict]:
             streams = [replace(t, split=None, seed=None).key for t in (pair.rgb, pair.flow)]
             if all(key in counted for key in streams):
                 counted[row.key] = {
-                    name: sum(counted[key][name] for key in streams)
-                    for name in (
-                        "params",
-                        "gflops_paper",
-                        "attention_params",
-                        "attention_gflops_paper",
-                    )
+                    name: sum(counted[key][name] for key in streams) for name in counted[streams[0]]
                 }
     return counted
 

@@ -23,7 +23,7 @@ from harness.analysis.replication import (
     holm,
     runs_for_power,
 )
-from harness.analysis.significance import correctness
+from harness.analysis.significance import correctness, on_shared_videos
 from harness.report.rows import ReportRow, baseline_of
 from harness.tracking import RunRecord
 from harness.tracking.schema import per_video_scores
@@ -56,11 +56,9 @@ def paired_runs(row: ReportRow, baseline: ReportRow, outcomes: Outcomes) -> list
         other = theirs.get((split, seed))
         if other is None or run.run_id not in outcomes or other.run_id not in outcomes:
             continue
-        ours, base = outcomes[run.run_id], outcomes[other.run_id]
-        shared = sorted(ours.keys() & base.keys())
-        if shared:
-            model = np.array([ours[v] for v in shared])
-            pairs.append(PairedRun(split, seed, model, np.array([base[v] for v in shared])))
+        paired = on_shared_videos(outcomes[run.run_id], outcomes[other.run_id])
+        if paired is not None:
+            pairs.append(PairedRun(split, seed, *paired))
     return pairs
 
 

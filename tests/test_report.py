@@ -367,3 +367,24 @@ def test_verdicts_say_when_no_test_is_possible_rather_than_no_difference():
     )
     assert verdict(result(8, 0.02), 0.2, 2) == "no difference shown"
     assert verdict(result(1, 0.02), float("nan"), 0).startswith("unknown: 1 run each")
+
+
+def test_power_advice_is_for_the_effect_named_with_min_effect(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_spec(tmp_path, SEEDED_SPEC)
+    spec = load_spec(path, ["train.seeds=[0, 1, 2]", "dataset.splits=[1]"])
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    model_right = {0: [1, 1, 1, 1, 0, 1], 1: [1, 0, 1, 1, 0, 1], 2: [0, 0, 1, 1, 0, 1]}
+    for trial in spec.trials:  # Δ per run: +1/6, 0, −1/6: no difference, a spread of 1/6
+        correct = [1, 0, 1, 1, 0, 1] if trial.attention == "none" else model_right[trial.seed]
+        log_run(tracker, trial, top1=0.5, correct=correct)
+    given = ["--set", "train.seeds=[0, 1, 2]", "--set", "dataset.splits=[1]", "--no-count"]
+    assert main(["report", str(path), *given, "--min-effect", "25", "--out", "r"]) == 0
+    (record,) = pd.read_csv(tmp_path / "r" / "comparisons.csv").to_dict("records")
+    assert record["power_effect"] == pytest.approx(25.0) and not record["difference_shown"]
+    # Δ/sd = 1.5 over run pairs: the exact sign-flip test needs 7 pairs for 80 % power
+    assert record["runs_for_power"] == 7
+    assert "7 for Δ = 25.0 pp" in (tmp_path / "r" / "comparisons.md").read_text()
+    assert "over 3 runs: no test possible" in capsys.readouterr().out
+    assert main(["report", str(path), *given, "--min-effect", "0", "--out", "r"]) == 2
+    assert "--min-effect 0.0: expected a difference in percentage points" in capsys.readouterr().err

@@ -173,11 +173,13 @@ def _table_line(row: ProfileRow, with_views: bool, with_paper: bool, with_latenc
 def _ledger(rows: list[ProfileRow]) -> str:
     """One line per inserted module of every model with attention (once per model and input:
     the seeds and splits of one model share its ledger)."""
-    models = {(_model_name(row), tuple(row.input_shape)): row for row in reversed(rows)}
+    models: dict[tuple, ProfileRow] = {}
+    for row in rows:
+        models.setdefault((_model_name(row), tuple(row.input_shape)), row)
     lines = [
         [name, module["module"], str(module["params"]),
          f"{module['gflops_paper']:.6f}", f"{module['gflops_fvcore']:.6f}"]
-        for (name, _), row in reversed(models.items()) for module in row.modules
+        for (name, _), row in models.items() for module in row.modules
     ]  # fmt: skip
     if not lines:
         return ""

@@ -357,38 +357,31 @@ def test_missing_entries_stop_training_before_it_starts(tiny, tmp_path):
 
 def test_bench_data_reports_every_rate(tiny, tmp_path, capsys):
     frames = _prepare(tiny, tmp_path)
+    located = ["--root", str(tiny / "UCF-101"), "--split-dir", str(tiny / "ucfTrainTestlist")]
+    cache = tmp_path / "cache"
+    build = ["data", "cache", "synthetic", *located, "--short-side", "48", "--out", str(cache)]
+    assert main(build) == 0
     capsys.readouterr()
-    args = [
-        "bench",
-        "data",
-        "synthetic",
-        "--root",
-        str(tiny / "UCF-101"),
-        "--prepared",
-        str(frames),
-        "--split-dir",
-        str(tiny / "ucfTrainTestlist"),
-    ]
-    assert (
-        main(
-            [
-                *args,
-                "--workers",
-                "2",
-                "--videos",
-                "8",
-                "--clips",
-                "16",
-                "--frames",
-                "8",
-                "--size",
-                "32",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    sizes = ["--videos", "8", "--clips", "16", "--frames", "8", "--size", "32"]
+    paths = ["--prepared", str(frames), "--cache", str(cache)]
+    args = ["bench", "data", "synthetic", *located, *paths]
+    assert main([*args, "--workers", "2", *sizes, "--cores", "16", "--train-rate", "900"]) == 0
+    table = capsys.readouterr().out
+    for row in ("videos", "prepared", "cache", "cache_slices", "cache slices / prepared"):
+        assert row in table, table
+    assert main([*args, "--workers", "2", *sizes, "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     for key in ("raw_decode_fps", "clips_per_s_1", "clips_per_s_n", "pipeline_vs_raw_per_core"):
         assert results["videos"][key] > 0
     assert results["prepared"]["speedup_vs_videos_1"] > 0
+    slices, prepared = results["cache_slices"], results["prepared"]
+    assert slices["speedup_vs_prepared_1"] == slices["clips_per_s_1"] / prepared["clips_per_s_1"]
+    assert results["cache_short_side"] == 48
+    # sizes on disk: the sampled videos' files, their JPEG folders, their cached uint8 frames
+    assert results["cache"]["bytes"] == 8 * 24 * 48 * 64 * 3  # 8 videos of 24 frames at 64x48
+    assert 0 < prepared["bytes"] < results["cache"]["bytes"]
+    for row in ("videos", "prepared", "cache", "cache_slices"):
+        rate, wait = results[row]["projected_clips_per_s"], results[row]["projected_gpu_wait"]
+        assert rate == results[row]["clips_per_s_1"] * results["cores"]
+        assert wait == max(0.0, 1 - rate / results["train_rate"])
+    assert main([*args, "--train-rate", "0"]) == 2  # a training rate is clips/s above 0

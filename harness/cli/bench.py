@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from harness.cli.checks import device_flag, require_positive
 from harness.cli.data import add_dataset_arguments, dataset_config
-from harness.data.bench import bench_data, format_bench
+from harness.data.bench import TRAIN_RATE, bench_data, format_bench
 from harness.data.clips import ClipProtocol
 from harness.train.bench import bench_train, format_bench_train
+from registry import ConfigError
 
 
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
@@ -21,6 +23,12 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     data = bench_commands.add_parser("data", help="data pipeline throughput vs raw decoding")
     add_dataset_arguments(data)
     data.add_argument("--prepared", type=Path, help="the same dataset after 'harness data prepare'")
+    data.add_argument("--cache", type=Path, help="its clip cache folder ('harness data cache')")
+    data.add_argument(
+        "--train-rate", type=float, default=TRAIN_RATE,
+        help=f"clips/s the GPU trains at, for the projected wait (default {TRAIN_RATE:.0f})",
+    )  # fmt: skip
+    data.add_argument("--cores", type=int, help="cores to project to (default: this machine's)")
     data.add_argument("--frames", type=int, default=16, help="clip length")
     data.add_argument("--size", type=int, default=112, help="crop size")
     data.add_argument("--videos", type=int, default=48, help="videos to sample")
@@ -43,7 +51,9 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_data(args: argparse.Namespace) -> int:
-    require_positive(args, "frames", "size", "videos", "clips", "workers")
+    require_positive(args, "frames", "size", "videos", "clips", "workers", "cores")
+    if not (math.isfinite(args.train_rate) and args.train_rate > 0):
+        raise ConfigError(f"--train-rate {args.train_rate}: expected clips/s above 0.")
     workers = args.workers or 2
     results = bench_data(
         dataset_config(args),
@@ -52,6 +62,9 @@ def _bench_data(args: argparse.Namespace) -> int:
         videos=args.videos,
         clips=args.clips,
         prepared_root=args.prepared,
+        cache_folder=args.cache,
+        train_rate=args.train_rate,
+        cores=args.cores,
     )
     print(json.dumps(results, indent=2) if args.json else format_bench(results))
     return 0

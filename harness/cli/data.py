@@ -1,5 +1,5 @@
-"""`harness data synth|check|prepare|flow`, and the arguments that locate a dataset (shared with
-`harness bench data`)."""
+"""`harness data synth|check|prepare|cache|flow`, and the arguments that locate a dataset
+(shared with `harness bench data`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.data.cache import DEFAULT_SHORT_SIDE, build_cache, default_folder
 from harness.data.check import check_dataset, summary
 from harness.data.datasets import DatasetConfig
 from harness.data.formats import FORMATS
@@ -45,7 +46,9 @@ def dataset_config(args: argparse.Namespace) -> DatasetConfig:
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="datasets: synthesise, check, prepare, optical flow")
+    data = commands.add_parser(
+        "data", help="datasets: synthesise, check, prepare, cache, optical flow"
+    )
     sub = data.add_subparsers(required=True, metavar="DATA_COMMAND")
 
     synth = sub.add_parser("synth", help="write the synthetic action dataset (UCF101 layout)")
@@ -65,6 +68,17 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--out", type=Path, required=True)
     prepare.add_argument("--short-side", type=int, default=128)
     prepare.set_defaults(command=_prepare)
+
+    cache = sub.add_parser("cache", help="decode once into a memory-mappable clip cache")
+    add_dataset_arguments(cache)
+    cache.add_argument(
+        "--out", type=Path, help="cache folder (default: under HARNESS_CACHE, by root and side)"
+    )
+    cache.add_argument(
+        "--short-side", type=short_side, default=DEFAULT_SHORT_SIDE,
+        help=f"scale frames to this short side, or 'native' (default {DEFAULT_SHORT_SIDE})",
+    )  # fmt: skip
+    cache.set_defaults(command=_cache)
 
     flow = sub.add_parser("flow", help="TSN-style optical flow images (TV-L1 or Farneback)")
     add_dataset_arguments(flow)
@@ -100,6 +114,40 @@ def _prepare(args: argparse.Namespace) -> int:
     print(
         f"{counts['written']} of {counts['videos']} videos written as JPEG frames to {args.out} "
         f"({counts['failed']} failed) in {time.perf_counter() - start:.1f} s; use --root {args.out}"
+    )
+    _name_failures(counts)
+    return 0 if counts["failed"] == 0 else 1
+
+
+def short_side(text: str) -> int | None:
+    """`--short-side`: a positive number of pixels, or `native` (frames as decoded)."""
+    if text == "native":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a positive number of pixels (e.g. 128) or 'native'"
+        )
+    return value
+
+
+def _cache(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = dataset_config(args)
+    out = args.out or default_folder(config, args.short_side)
+    counts = build_cache(config, out, short_side=args.short_side, workers=args.workers)
+    side = f"short side {args.short_side}" if args.short_side else "native size"
+    print(
+        f"{counts['decoded']} videos decoded and {counts['reused']} reused from the previous "
+        f"cache ({counts['failed']} failed) into {out}: {counts['frames']} frames at {side}, "
+        f"{counts['bytes'] / 1e9:.2f} GB, in {time.perf_counter() - start:.1f} s"
+    )
+    print(
+        f"use it: dataset.layout: cache, dataset.short_side: {args.short_side or 'null'}"
+        + (f", dataset.cache: {out}" if args.out else "")
     )
     _name_failures(counts)
     return 0 if counts["failed"] == 0 else 1

@@ -33,7 +33,14 @@ def bounded(default: Any = MISSING, *, low: float | None = None, high: float | N
 @dataclass(frozen=True)
 class DatasetSection:
     """Where the data is and the clip protocol. `root: synthetic:tiny` generates that preset
-    into the cache on first use."""
+    into the cache on first use.
+
+    `short_side` scales decoded frames to that short side before the clip protocol (None: as
+    the videos or frame folders hold them). `layout: cache` reads the frames from the
+    decoded-clip cache (`harness data cache`, at `cache` or its default folder) instead of
+    decoding: the same pixels as `layout: files` at the same `short_side`, so layout, cache
+    folder and `augment_on` (where crops, flips and normalisation run: `auto` puts them on the
+    GPU when training on one from a cache) leave a run's configuration hash unchanged."""
 
     name: str = field(metadata={"registry": FORMATS})  # a dataset format (harness.data.formats)
     root: str
@@ -49,6 +56,10 @@ class DatasetSection:
     flow_root: str | None = None  # TSN-style flow images (`harness data flow`), for flow streams
     segments: int = bounded(3, low=1)  # TSN segments per training video (2D backbones)
     subset: int | None = bounded(None, low=1)  # only the first N train and test videos per class
+    short_side: int | None = bounded(None, low=1)  # frames scaled first; None: as stored
+    layout: Literal["files", "cache"] = "files"  # cache: `harness data cache`'s store
+    cache: str | None = None  # the cache folder; None: where `harness data cache` writes by default
+    augment_on: Literal["auto", "host", "device"] = "auto"  # auto: the GPU when reading a cache
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,14 @@ HOW_NOT_WHAT = (
     "cudnn_benchmark",
     "fused_optimizer",
     "channels_last",
+    "layout",  # the cache holds the pixels the files give at the same short side (tested)
+    "cache",
+    "augment_on",  # the device ops equal the CPU transforms bit for bit (tested)
 )
 # train keys added after runs were logged: at these values they leave a run's config hash as it
 # was, so a store's finished runs stay finished (a new value is a new configuration)
 LATER_DEFAULTS = {"dampening": 0.0, "plateau_patience": 2, "normalisation": None, "preset": None}
+LATER_DATASET_DEFAULTS = {"short_side": None}  # the same, for dataset keys
 _UNSET = object()
 AXIS_LIMITS = {"num_classes": 100_000, "frames": 1024, "size": 1024}  # beyond: a typo
 SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names folders and an experiment
@@ -149,7 +153,10 @@ class Spec:
             k: v for k, v in asdict(self.train_for(trial)).items()
             if k not in HOW_NOT_WHAT and LATER_DEFAULTS.get(k, _UNSET) != v
         }  # fmt: skip
-        dataset = {k: v for k, v in asdict(self.dataset).items() if k not in HOW_NOT_WHAT}
+        dataset = {
+            k: v for k, v in asdict(self.dataset).items()
+            if k not in HOW_NOT_WHAT and LATER_DATASET_DEFAULTS.get(k, _UNSET) != v
+        }  # fmt: skip
         payload = {"trial": trial.key, "train": train, "dataset": dataset,
                    "eval": asdict(self.eval)}  # fmt: skip
         text = json.dumps(payload, sort_keys=True, default=str)

@@ -22,10 +22,12 @@ from harness.data.datasets import Entry
 from harness.data.frames import read_flow_stack, read_rgb_frames, rgb_frame_files
 from harness.data.splits import DataError
 from harness.data.transforms import (
+    Augmentation,
     SpatialTransform,
     even_clips,
     random_window,
     sliding_clips,
+    store_resize,
     to_tensor,
     tsn_segments,
 )
@@ -48,11 +50,16 @@ class ClipProtocol:
 
 
 class FrameReader:
-    """Reads decode-order frames of an entry, from a video file or a JPEG frame folder."""
+    """Reads decode-order frames of an entry, from a video file or a JPEG frame folder; with a
+    `short_side`, resized as the clip cache stores them (`store_resize`), so this path and
+    the cache's give the same pixels."""
 
-    def __init__(self, root: Path, indexes: dict[str, VideoIndex]) -> None:
+    def __init__(
+        self, root: Path, indexes: dict[str, VideoIndex], short_side: int | None = None
+    ) -> None:
         self.root = root
         self.indexes = indexes
+        self.short_side = short_side
         self._frame_files: dict[str, list[Path]] = {}  # listed once per folder and process
 
     def frame_count(self, entry: Entry) -> int:
@@ -64,8 +71,10 @@ class FrameReader:
         if entry.kind == "frames":
             if entry.found not in self._frame_files:
                 self._frame_files[entry.found] = rgb_frame_files(path)
-            return read_rgb_frames(self._frame_files[entry.found], indices)
-        return read_frames(path, indices, self.indexes.get(entry.found))
+            frames = read_rgb_frames(self._frame_files[entry.found], indices)
+        else:
+            frames = read_frames(path, indices, self.indexes.get(entry.found))
+        return frames if self.short_side is None else store_resize(frames, self.short_side)
 
 
 class TrainClips(Dataset):
@@ -107,6 +116,16 @@ class TrainClips(Dataset):
         window = random_window(self.reader.frame_count(entry), self.protocol.frames, rng)
         frames = self.reader.read(entry, window)
         return to_tensor(self.transform(frames, rng), self.protocol.normalisation)
+
+    def plan(self, item: int, frame_shape: tuple[int, int]) -> tuple[int, list[int], Augmentation]:
+        """What `self[item]` draws for a video whose frames are `frame_shape` (known without
+        decoding, from a clip cache): its position, frame window and crop box and flip, from the
+        same generator in the same order. A cache read does not fail, so no replacement."""
+        epoch, position = divmod(item, len(self.entries))
+        rng = np.random.default_rng([self.seed, epoch, position, 0])
+        count = self.reader.frame_count(self.entries[position])
+        window = random_window(count, self.protocol.frames, rng)
+        return position, window, self.transform.sample(*frame_shape, rng)
 
 
 class EvalClips(Dataset):

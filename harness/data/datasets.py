@@ -133,6 +133,13 @@ class _Resolver:
         return self._listings[folder]
 
 
+def source_stamp(path: Path) -> list[int]:
+    """`[size, mtime in ns]` of a video file or frame folder: what says it changed since it was
+    indexed or cached."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
@@ -204,8 +211,7 @@ class FrameIndex:
             return list(pool.map(_index_one, jobs, chunksize=64))
 
     def _stamp(self, relative: str) -> list[int]:
-        stat = (self.root / relative).stat()
-        return [stat.st_size, stat.st_mtime_ns]
+        return source_stamp(self.root / relative)
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset
+from harness.data.transforms import store_resize
 from harness.data.video import read_frames
 
 FLOW_BOUND = 20.0
@@ -97,11 +98,7 @@ def _write_frames(job: tuple[str, str, int, int]) -> bool:
     if clip is None:
         return False
     Path(folder).mkdir(parents=True, exist_ok=True)
-    h, w = clip.shape[1:3]
-    scale = short_side / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    for i, frame in enumerate(clip, start=1):
-        image = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    for i, image in enumerate(store_resize(clip, short_side), start=1):
         cv2.imwrite(
             f"{folder}/image_{i:05d}.jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]
         )

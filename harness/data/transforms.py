@@ -89,6 +89,15 @@ def tsn_segments(
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """One training clip's spatial augmentation: the crop box `(top, left, height, width)` in
+    the frames it is drawn for, and whether the crop is mirrored."""
+
+    box: tuple[int, int, int, int]
+    flip: bool
+
+
+@dataclass(frozen=True)
 class SpatialTransform:
     """Crop, resize, flip: `train` uses Hara's multi-scale corner crop (or a random resized
     crop) and flips; evaluation resizes the short side to `size` and takes the centre.
@@ -111,25 +120,32 @@ class SpatialTransform:
 
     def __call__(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check_channels(clip, self.modality)
-        h, w = clip.shape[1:3]
         if not self.train:
             clip = _resize_short_side(clip, self.size)
             return _centre_crop(clip, self.size)
-        if self.crop == "random":  # a size×size window of the short-side-resized clip
+        if self.crop == "random":  # the window is drawn on the short-side-resized clip
             clip = _resize_short_side(clip, self.size)
-            h, w = clip.shape[1:3]
-            top, left = (
-                int(rng.integers(0, h - self.size + 1)),
-                int(rng.integers(0, w - self.size + 1)),
-            )
-            box = (top, left, self.size, self.size)
+        return self.apply(clip, self.sample(*clip.shape[1:3], rng))
+
+    def sample(self, height: int, width: int, rng: np.random.Generator) -> Augmentation:
+        """The training crop box and flip for frames of `height` × `width`, drawn from `rng` in
+        the order `__call__` draws them (box, then flip), so a clip is the same whether it is
+        augmented here or on the device (`harness.data.device_transforms`). For `crop:
+        random` the frames are the short-side-resized ones."""
+        if self.crop == "random":  # a size×size window of the short-side-resized clip
+            top = int(rng.integers(0, height - self.size + 1))
+            box = (top, int(rng.integers(0, width - self.size + 1)), self.size, self.size)
         elif self.crop == "random_resized":
-            box = _random_resized_box(h, w, rng)
+            box = _random_resized_box(height, width, rng)
         else:
-            box = _corner_box(h, w, rng)
-        top, left, height, width = box
+            box = _corner_box(height, width, rng)
+        return Augmentation(box, bool(self.flip and rng.random() < 0.5))
+
+    def apply(self, clip: np.ndarray, augmentation: Augmentation) -> np.ndarray:
+        """Crop `augmentation.box`, resize to `size`², flip when it says so."""
+        top, left, height, width = augmentation.box
         clip = _resize(clip[:, top : top + height, left : left + width], self.size, self.size)
-        if self.flip and rng.random() < 0.5:
+        if augmentation.flip:
             clip = flip_horizontal(clip, flow=self.modality == "flow")
         return clip
 
@@ -194,6 +210,26 @@ def _resize_short_side(clip: np.ndarray, size: int) -> np.ndarray:
     return _resize(clip, max(size, round(h * scale)), max(size, round(w * scale)))
 
 
+def short_side_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """Frames of `height` × `width` with their short side scaled to `side` (as `harness data
+    prepare` and the clip cache store them)."""
+    scale = side / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def store_resize(clip: np.ndarray, side: int) -> np.ndarray:
+    """`(T, H, W, C)` frames with the short side scaled to `side` by area averaging: the one
+    resize of decoded frames before they are stored (`harness data prepare`, the clip cache)
+    or read at that size from the videos (`FrameReader(short_side=…)`), so that every path
+    that asks for the same short side gets the same pixels."""
+    height, width = short_side_shape(*clip.shape[1:3], side)
+    if clip.shape[1:3] == (height, width):
+        return clip
+    return np.stack(
+        [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in clip]
+    ).reshape(len(clip), height, width, -1)
+
+
 def _centre_crop(clip: np.ndarray, size: int) -> np.ndarray:
     h, w = clip.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
@@ -201,9 +237,13 @@ def _centre_crop(clip: np.ndarray, size: int) -> np.ndarray:
 
 
 def _resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear, OpenCV's bit-exact variant (`INTER_LINEAR_EXACT`: 8-bit weights, one rounded
+    sum): the same pixels on every machine, and what the device resize
+    (`harness.data.device_transforms.crop_resize`) computes in integers."""
     if clip.shape[1:3] == (height, width):
         return clip
-    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in clip])
+    resized = [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR_EXACT) for f in clip]
+    return np.stack(resized).reshape(len(clip), height, width, -1)  # keeps a 1-channel axis
 
 
 def to_tensor(clip: np.ndarray, normalisation: str) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import Spec, SpecError
+from harness.data.cache import default_folder, open_cache
 from harness.data.datasets import open_dataset, require_present
 from harness.data.formats import FORMATS
 from harness.data.synthetic import synthetic_preset
@@ -69,7 +70,8 @@ def _pretrained_users(spec: Spec) -> dict[str, list[str]]:
 
 def preflight(spec: Spec) -> None:
     """Structural problems found before anything trains: a missing pretrained checkpoint, a
-    missing root, split files or split entries, a class count that does not match the data."""
+    missing root, split files or split entries, a missing or stale clip cache, a class count
+    that does not match the data."""
     for pretrained in dict.fromkeys(spec.train_for(t).pretrained for t in spec.trials):
         if pretrained and not Path(pretrained).is_file():
             raise SpecError(
@@ -81,9 +83,20 @@ def preflight(spec: Spec) -> None:
         config = dataset_config(spec, split)
         lists, train, test = open_dataset(config)
         require_present(config, train + test)
+        if spec.dataset.layout == "cache" and synthetic_preset(spec.dataset.root) is None:
+            _check_cache(spec, config, train + test)
         wrong = sorted({t.num_classes for t in spec.trials} - {len(lists.classes)})
         if wrong:
             raise SpecError(
                 f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match dataset "
                 f"{spec.dataset.name} split {split}, which has {len(lists.classes)} classes."
             )
+
+
+def _check_cache(spec: Spec, config, entries) -> None:
+    """`dataset.layout: cache`: the cache exists at the spec's short side and no video changed
+    since it was cached (sizes and times only; frame counts are checked when a trial opens
+    it, against the frame index)."""
+    section = spec.dataset
+    folder = Path(section.cache) if section.cache else default_folder(config, section.short_side)
+    open_cache(folder, config, entries, {}, section.short_side)

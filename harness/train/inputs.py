@@ -8,6 +8,8 @@ reads a spec's `dataset` and `eval` sections for it.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,16 @@ import torch
 from torch.utils.data import Dataset
 
 from harness.config import Spec, SpecError, Trial
+from harness.data.batches import DEVICE_CROPS, ClipBatches, DeviceAugmented
+from harness.data.cache import (
+    DEFAULT_SHORT_SIDE,
+    INDEX_FILE,
+    CacheReader,
+    build_cache,
+    cache_command,
+    default_folder,
+    open_cache,
+)
 from harness.data.clips import (
     PREFETCH_BATCHES,
     ClipProtocol,
@@ -22,11 +34,13 @@ from harness.data.clips import (
     FrameReader,
     TrainClips,
     TSNSegments,
+    make_loader,
 )
 from harness.data.datasets import DatasetConfig, Entry, FrameIndex, open_dataset
 from harness.data.prepare import synthetic_flow
 from harness.data.splits import DataError
 from harness.data.synthetic import materialise, synthetic_preset
+from harness.data.video import VideoIndex
 from harness.device import cores_per_process
 
 MAX_GPU_LOADER_WORKERS = 16
@@ -71,7 +85,7 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
     if section.subset:
         train, test = per_class(train, section.subset), per_class(test, section.subset)
     index = FrameIndex(config.root)
-    reader = FrameReader(config.root, index.lookup(train + test))
+    reader = clip_reader(spec, config, train + test, index.lookup(train + test))
     if trial.resolve().backbone.dims == 2:
         train_set, eval_set = _segments(spec, trial, config, reader, train, test)
     else:
@@ -84,6 +98,53 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
         eval_set = EvalClips(reader, test, protocol)
     return TrialData(lists.classes, train_set, eval_set, test, index.unreadable,
                      len(train) + len(test))  # fmt: skip
+
+
+def clip_reader(spec: Spec, config: DatasetConfig, entries: list[Entry],
+                indexes: dict[str, VideoIndex]) -> FrameReader | CacheReader:  # fmt: skip
+    """Where frames come from: the decoded-clip cache (`dataset.layout: cache`, checked against
+    the videos; a synthetic dataset's is built on first use), or the files, decoded and, with
+    `dataset.short_side`, resized as the cache stores them."""
+    section = spec.dataset
+    if section.layout == "files":
+        advise_cache(spec, config, entries, indexes)
+        return FrameReader(config.root, indexes, short_side=section.short_side)
+    folder = Path(section.cache) if section.cache else default_folder(config, section.short_side)
+    if synthetic_preset(section.root) is not None and not (folder / INDEX_FILE).is_file():
+        print(f"caching the decoded synthetic dataset into {folder} (first use)")
+        build_cache(config, folder, short_side=section.short_side)
+    return CacheReader(open_cache(folder, config, entries, indexes, section.short_side))
+
+
+_ADVISED: set[Path] = set()  # roots whose cache advice this process has printed
+
+
+def advise_cache(spec: Spec, config: DatasetConfig, entries: list[Entry],
+                 indexes: dict[str, VideoIndex]) -> None:  # fmt: skip
+    """Say once per root when the split's videos, decoded, would fit in memory as a clip cache
+    and the spec decodes them at every epoch instead (not for synthetic datasets)."""
+    videos = [e for e in entries if e.kind == "video"]
+    if not videos or config.root in _ADVISED or synthetic_preset(spec.dataset.root) is not None:
+        return
+    _ADVISED.add(config.root)
+    side = spec.dataset.short_side or DEFAULT_SHORT_SIDE
+    folder = Path(spec.dataset.cache) if spec.dataset.cache else default_folder(config, side)
+    frames = sum(indexes[e.found].frames for e in videos if e.found in indexes)
+    size = frames * side * round(side * 4 / 3) * 3  # 4:3 frames, as UCF101's and HMDB-51's
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if (folder / INDEX_FILE).is_file():
+        print(f"note: a clip cache of {config.root} exists at {folder}; dataset.layout: cache "
+              f"(dataset.short_side: {side}) reads clips from it without decoding.",
+              file=sys.stderr)  # fmt: skip
+    elif size < memory / 2:
+        print(
+            f"note: the {len(videos)} videos of {config.name} split {config.split} decoded at "
+            f"short side {side} would take about {size / 1e9:.1f} GB, which fits in this "
+            f"machine's memory ({memory / 1e9:.0f} GB). Training reads clips from such a cache "
+            f"without decoding: build it with `{cache_command(config, side, folder)}`, then set "
+            f"dataset.layout: cache and dataset.short_side: {side}.",
+            file=sys.stderr,
+        )
 
 
 def _segments(spec, trial, config, reader, train, test) -> tuple[Dataset, Dataset]:
@@ -142,11 +203,46 @@ def loader_workers(requested: int | None, device: torch.device) -> int:
     return min(CPU_LOADER_WORKERS, cores)
 
 
-def loader_params(workers: int, device: torch.device) -> dict[str, int | bool]:
-    """How a trial's loaders are set up, as its run logs them (see `make_loader`)."""
+def augments_on_device(spec: Spec, data: TrialData, device: torch.device) -> bool:
+    """Whether the trial's training clips are cropped, flipped and normalised on the device:
+    `dataset.augment_on: device`, or `auto` on a GPU, when the clips come from a clip cache
+    with a crop the device does (one box resized); `host` never."""
+    train_set, choice = data.train_set, spec.dataset.augment_on
+    possible = (
+        isinstance(train_set, TrainClips) and isinstance(train_set.reader, CacheReader)
+        and train_set.protocol.crop in DEVICE_CROPS
+    )  # fmt: skip
+    if choice == "device" and not possible:
+        raise SpecError(
+            f"{spec.path}: key 'dataset.augment_on' is 'device', which needs training clips of a "
+            f"3D backbone read from the clip cache (dataset.layout: cache) with dataset.crop one "
+            f"of {', '.join(DEVICE_CROPS)}; this trial has layout {spec.dataset.layout!r} and "
+            f"crop {spec.dataset.crop!r}. Set augment_on: auto (or host)."
+        )
+    return possible and (choice == "device" or (choice == "auto" and device.type == "cuda"))
+
+
+def train_loader(data: TrialData, *, on_device: bool, batch_size: int, workers: int, seed: int,
+                 device: torch.device, rank: int = 0, world: int = 1):  # fmt: skip
+    """The training batches: sliced from the cache and augmented on `device` (`on_device`), or
+    made by `workers` DataLoader processes. Either way `loader.sampler.set_epoch` orders them."""
+    if not on_device:
+        return make_loader(data.train_set, batch_size=batch_size, workers=workers, shuffle=True,
+                           seed=seed, rank=rank, world=world)  # fmt: skip
+    batches = ClipBatches(data.train_set, batch_size=batch_size, seed=seed, threads=workers,
+                          pin=device.type == "cuda", rank=rank, world=world)  # fmt: skip
+    return DeviceAugmented(batches, device)
+
+
+def loader_params(workers: int, device: torch.device, *, on_device: bool = False,
+                  layout: str = "files") -> dict[str, int | bool | str]:  # fmt: skip
+    """How a trial's loaders are set up, as its run logs them (see `make_loader`; with the
+    augmentation on the device, `workers` are the threads that slice the cache)."""
     return {
         "loader.workers": workers,
         "loader.pin_memory": device.type == "cuda",
-        "loader.persistent_workers": workers > 0,
-        "loader.prefetch_factor": PREFETCH_BATCHES if workers > 0 else 0,
+        "loader.persistent_workers": workers > 0 and not on_device,
+        "loader.prefetch_factor": PREFETCH_BATCHES if workers > 0 and not on_device else 0,
+        "loader.layout": layout,
+        "loader.augment_on": "device" if on_device else "host",
     }

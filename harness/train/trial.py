@@ -52,7 +52,14 @@ from harness.train.checkpoint import (
     set_aside,
 )
 from harness.train.engine import evaluate, train_one_epoch
-from harness.train.inputs import TrialData, loader_params, loader_workers, trial_data
+from harness.train.inputs import (
+    TrialData,
+    augments_on_device,
+    loader_params,
+    loader_workers,
+    train_loader,
+    trial_data,
+)
 from harness.train.optim import make_optimizer, make_schedule, set_trainable, step_schedule
 from harness.train.stack import stack_report
 from harness.train.step import (
@@ -76,8 +83,9 @@ class _Context:
     train: TrainSection
     group: distributed.Group
     settings: StepSettings
-    workers: int  # loader processes
+    workers: int  # loader processes (threads when the augmentation runs on the device)
     progress: bool
+    augment_on_device: bool = False  # training clips sliced from the cache, augmented there
 
 
 def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) -> None:
@@ -86,8 +94,9 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
     group = distributed.current()
     settings = resolve_settings(train, group.device)
     workers = loader_workers(spec.dataset.workers, group.device)
-    context = _Context(spec, trial, train, group, settings, workers, progress)
     data = trial_data(spec, trial)
+    context = _Context(spec, trial, train, group, settings, workers, progress,
+                       augments_on_device(spec, data, group.device))  # fmt: skip
     with backend_flags(settings, group.device):
         _seed(trial.seed)
         model = prepare_model(_model(trial, train), settings, group.device)
@@ -169,9 +178,10 @@ def _train(log: RunLog, context: _Context, model, stepper: Stepper, schedule, da
            first: int, resume: _Resume) -> None:  # fmt: skip
     """Epochs `first`… of the trial, each logged and `model` checkpointed (by rank 0)."""
     group, train = context.group, context.train
-    loader = make_loader(data.train_set, batch_size=distributed.rank_batch(train.batch_size, group),
-                         workers=context.workers, shuffle=True, seed=context.trial.seed,
-                         rank=group.rank, world=group.world)  # fmt: skip
+    loader = train_loader(data, on_device=context.augment_on_device,
+                          batch_size=distributed.rank_batch(train.batch_size, group),
+                          workers=context.workers, seed=context.trial.seed, device=group.device,
+                          rank=group.rank, world=group.world)  # fmt: skip
     for epoch in range(first, train.epochs):
         loader.sampler.set_epoch(epoch)
         _train_epoch(log, stepper, loader, schedule, epoch, context)
@@ -254,7 +264,9 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
         "train.batch_per_rank": distributed.rank_batch(context.train.batch_size, context.group),
     }
     params |= {f"train.{k}": v for k, v in asdict(context.train).items()}
-    params |= context.settings.params() | loader_params(context.workers, device)
+    params |= context.settings.params() | loader_params(
+        context.workers, device, on_device=context.augment_on_device, layout=spec.dataset.layout
+    )
     log.log_params(params)
     if device.type == "cuda":
         tags, metrics = stack_report(device)

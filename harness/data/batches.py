@@ -1,0 +1,123 @@
+"""Training batches cut from the clip cache, augmented on the device: the GPU's data path.
+
+`ClipBatches` replaces the DataLoader when a trial reads a clip cache and augments on the
+device. For each clip it draws what `TrainClips` would draw (`TrainClips.plan`: the window, the
+crop box, the flip, from the same per-clip generator), then copies only the box of the window's
+frames out of the memory map, straight into one pinned `(N, T, H, W, 3)` uint8 batch: no decode,
+no resize, no float conversion on the host. Threads fill several batches ahead (NumPy releases
+the GIL while it copies). `DeviceAugmented` then moves each batch to the device and resizes,
+flips and normalises it there (`device_transforms.augment`), which equals the CPU path clip for
+clip. The epoch order is `EpochShuffle`'s, so a resumed or DDP run sees the order it would see
+through the DataLoader.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from harness.data.cache import CacheReader
+from harness.data.clips import EpochShuffle, TrainClips
+from harness.data.device_transforms import augment
+
+DEVICE_CROPS = ("multiscale_corner", "random_resized")  # one box resized: what the device does
+BATCHES_AHEAD_PER_THREAD = 2
+
+
+class ClipBatches:
+    """Host batches of uncropped-then-boxed windows: `frames` (N, T, Hc, Wc, 3) uint8 (each clip
+    its box at the top left of the canvas), `boxes` (N, 4) in canvas coordinates, `flips`,
+    `label`, `index` and `failed` (always empty: a cache read does not fail)."""
+
+    def __init__(self, train_set: TrainClips, *, batch_size: int, seed: int, threads: int,
+                 pin: bool, rank: int = 0, world: int = 1) -> None:  # fmt: skip
+        if not isinstance(train_set.reader, CacheReader):
+            raise TypeError("ClipBatches slices a clip cache: give TrainClips a CacheReader")
+        if train_set.protocol.crop not in DEVICE_CROPS:
+            raise ValueError(f"crop {train_set.protocol.crop!r} is not done on the device")
+        self.train_set, self.batch_size = train_set, batch_size
+        self.threads, self.pin = max(threads, 1), pin
+        self.sampler = EpochShuffle(len(train_set), seed, rank, world)
+
+    def __len__(self) -> int:
+        items = len(self.sampler)
+        return items // self.batch_size if self._drop_last else -(-items // self.batch_size)
+
+    @property
+    def _drop_last(self) -> bool:  # as `make_loader`: no last batch of one sample in training
+        return len(self.sampler) > self.batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        items = list(self.sampler)
+        chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        chunks = chunks[: len(self)]
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(self.threads) as pool:
+            for chunk in chunks:
+                pending.append(pool.submit(self.batch, chunk))
+                if len(pending) > self.threads * BATCHES_AHEAD_PER_THREAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def batch(self, items: list[int]) -> dict:
+        """One batch: every clip's plan drawn, then its box copied out of the map."""
+        reader, train_set = self.train_set.reader, self.train_set
+        plans = []
+        for item in items:
+            entry_shape = reader.frame_shape(train_set.entries[item % len(train_set.entries)])
+            plans.append(train_set.plan(item, entry_shape))
+        canvas = (max(p[2].box[2] for p in plans), max(p[2].box[3] for p in plans))
+        shape = (len(plans), train_set.protocol.frames, *canvas, 3)
+        frames = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+        buffer = frames.numpy()
+        for slot, (position, window, augmentation) in enumerate(plans):
+            video = reader.cache.video(train_set.entries[position].found)
+            _copy_box(buffer[slot], video, window, augmentation.box)
+        entries = [train_set.entries[p[0]] for p in plans]
+        return {
+            "frames": frames,
+            "boxes": torch.tensor([(0, 0, *p[2].box[2:]) for p in plans]),
+            "flips": torch.tensor([p[2].flip for p in plans]),
+            "label": torch.tensor([e.label for e in entries]),
+            "index": torch.tensor([p[0] for p in plans]),
+            "failed": [""] * len(plans),
+        }
+
+
+def _copy_box(out: np.ndarray, video: np.ndarray, window: list[int], box) -> None:
+    """`video[window]`'s `box` into the top left of `out` (T, Hc, Wc, 3), one slice per run of
+    consecutive frames (a loop-padded window has several)."""
+    top, left, height, width = box
+    start = 0
+    while start < len(window):
+        stop = start + 1
+        while stop < len(window) and window[stop] == window[stop - 1] + 1:
+            stop += 1
+        first = window[start]
+        region = video[first : first + stop - start, top : top + height, left : left + width]
+        out[start:stop, :height, :width] = region
+        start = stop
+
+
+class DeviceAugmented:
+    """`ClipBatches` as the training loop reads them: `clip` augmented on `device`."""
+
+    def __init__(self, batches: ClipBatches, device: torch.device) -> None:
+        self.batches, self.device = batches, device
+        self.sampler = batches.sampler  # the loop calls `loader.sampler.set_epoch`
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict]:
+        protocol = self.batches.train_set.protocol
+        for batch in self.batches:
+            clip = augment(batch, size=protocol.size, normalisation=protocol.normalisation,
+                           device=self.device)  # fmt: skip
+            yield {"clip": clip, "label": batch["label"], "index": batch["index"],
+                   "failed": batch["failed"]}  # fmt: skip

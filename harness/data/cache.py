@@ -1,0 +1,303 @@
+"""The decoded-clip cache: every video of a dataset decoded once into one memory-mappable file.
+
+`harness data cache` decodes each video of a split (PyAV, decode order, as `FrameReader`), scales
+its short side to `short_side` (`store_resize`, the resize `harness data prepare` uses; `native`
+keeps the decoded size) and
+appends the uint8 frames `(T, H, W, 3)` to `frames.u8`. `index.json` records, per video (keyed by
+its path under the root): the byte offset, frame count and size, the source's size and mtime, and
+for the whole store the short side, the decoder (PyAV and libavcodec versions) and the root.
+
+A training clip is then a slice of a memory map, not a decode (`CacheReader`), and a clip read
+from the cache is pixel for pixel the clip `FrameReader(short_side=…)` decodes from the video
+(tested on the synthetic AVIs and the real fixture videos). A cache is used only where it still
+describes the source: a video whose size or mtime changed, or whose decoded frame count differs
+from the frame index's, is stale, and a run refuses it with a message naming the videos and the
+command that rebuilds them. Rebuilding copies the unchanged videos' frames from the old store and
+decodes only the stale and new ones; the new store replaces the old one only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from harness.data.clips import FrameReader
+from harness.data.datasets import (
+    DatasetConfig,
+    Entry,
+    FrameIndex,
+    cache_dir,
+    open_dataset,
+    source_stamp,
+)
+from harness.data.splits import DataError
+from harness.data.video import VideoIndex
+
+CACHE_VERSION = 1
+FRAMES_FILE = "frames.u8"
+INDEX_FILE = "index.json"
+DEFAULT_SHORT_SIDE = 128  # as `harness data prepare`; HMDB-51's training split ≈ 23 GB at 128
+CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    """Where one video's frames lie in `frames.u8`, and the source they were decoded from."""
+
+    offset: int  # bytes
+    frames: int  # 0: nothing decoded (`error` says why)
+    height: int
+    width: int
+    stamp: list[int]  # the source's [size, mtime_ns] when it was decoded
+    error: str = ""
+
+    @property
+    def bytes(self) -> int:
+        return self.frames * self.height * self.width * CHANNELS
+
+
+def decoder_version() -> str:
+    """What decoded the frames: PyAV's version and libavcodec's."""
+    codec = ".".join(map(str, av.library_versions["libavcodec"]))
+    return f"PyAV {av.__version__}, libavcodec {codec}"
+
+
+def default_folder(config: DatasetConfig, short_side: int | None) -> Path:
+    """Where `harness data cache` writes unless told (`--out`), and a spec finds it (unless
+    `dataset.cache` says): under the harness cache, by dataset root and short side."""
+    key = hashlib.sha1(str(config.root.resolve()).encode()).hexdigest()[:12]
+    side = f"s{short_side}" if short_side else "native"
+    return cache_dir() / "clips" / f"{config.name}-{key}-{side}"
+
+
+def side_name(short_side: int | None) -> str:
+    """How a message names a short side (`None`: frames kept at their decoded size)."""
+    return f"short side {short_side}" if short_side else "native size"
+
+
+class ClipCache:
+    """A cache folder opened for reading: its index, and its frames mapped on first use (each
+    process maps its own, so a cache crosses into spawned loader workers by path)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        index_path = self.folder / INDEX_FILE
+        try:
+            header = json.loads(index_path.read_text(encoding="utf-8"))
+            self.short_side = header["short_side"]  # an int, or None: as decoded
+            self.decoder = str(header["decoder"])
+            self.videos = {k: CachedVideo(**v) for k, v in header["videos"].items()}
+            version = header["version"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DataError(
+                f"{str(index_path)!r} is not a readable clip cache index ({error}). Build the "
+                "cache with `harness data cache DATASET --root ROOT --out FOLDER`."
+            ) from None
+        if version != CACHE_VERSION:
+            raise DataError(
+                f"{str(self.folder)!r} is a version {version} clip cache; this harness reads "
+                f"version {CACHE_VERSION}. Build it again with `harness data cache`."
+            )
+        self._frames: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_frames": None}  # the map is reopened in the new process
+
+    def video(self, found: str) -> np.ndarray:
+        """All frames of one video, `(T, H, W, 3)` uint8, a view of the memory map."""
+        record = self.videos[found]
+        if self._frames is None:
+            self._frames = np.memmap(self.folder / FRAMES_FILE, dtype=np.uint8, mode="r")
+        flat = self._frames[record.offset : record.offset + record.bytes]
+        return flat.reshape(record.frames, record.height, record.width, CHANNELS)
+
+    def size_bytes(self) -> int:
+        return sum(record.bytes for record in self.videos.values())
+
+    def problems(self, root: Path, entries: list[Entry], indexes: dict[str, VideoIndex]) -> dict:
+        """`{path as the split names it: why the cache cannot serve it}`: not cached, changed
+        since it was cached, or cached with another frame count than the index measures."""
+        found = {}
+        for entry in entries:
+            if entry.found is None:
+                continue
+            record = self.videos.get(entry.found)
+            reason = _stale_reason(record, root / entry.found, indexes.get(entry.found))
+            if reason:
+                found[entry.relative] = reason
+        return found
+
+
+def _stale_reason(record: CachedVideo | None, source: Path, index: VideoIndex | None) -> str:
+    if record is None:
+        return "not in the cache"
+    if record.stamp != source_stamp(source):
+        return "the source changed after it was cached (size or modification time)"
+    if not record.error and index is not None and record.frames != index.frames:
+        return f"{record.frames} frames cached, {index.frames} decode now"
+    return ""
+
+
+class CacheReader:
+    """`FrameReader`'s interface over a `ClipCache`: reading frames is slicing the map."""
+
+    def __init__(self, cache: ClipCache) -> None:
+        self.cache = cache
+
+    def frame_count(self, entry: Entry) -> int:
+        record = self.cache.videos.get(entry.found or "")
+        return record.frames if record else 0
+
+    def frame_shape(self, entry: Entry) -> tuple[int, int]:
+        record = self.cache.videos[entry.found]
+        return record.height, record.width
+
+    def read(self, entry: Entry, indices: list[int]) -> np.ndarray:
+        return np.ascontiguousarray(self.cache.video(entry.found)[indices])  # (T, H, W, 3)
+
+
+def cache_command(config: DatasetConfig, short_side: int | None, folder: Path) -> str:
+    """The `harness data cache` command line that builds (or updates) this cache."""
+    located = [("--split-dir", config.split_dir), ("--annotations", config.annotations),
+               ("--split-file", config.split_file)]  # fmt: skip
+    extra = "".join(f" {flag} {value}" for flag, value in located if value is not None)
+    return (
+        f"harness data cache {config.name} --root {config.root} --split {config.split}{extra} "
+        f"--short-side {short_side or 'native'} --out {folder}"
+    )
+
+
+def open_cache(folder: Path, config: DatasetConfig, entries: list[Entry],
+               indexes: dict[str, VideoIndex], short_side: int | None) -> ClipCache:  # fmt: skip
+    """The cache at `folder`, checked against the split's videos: a missing cache, another
+    short side or any stale video is a `DataError` naming them and the command that fixes it."""
+    rebuild = cache_command(config, short_side, folder)
+    if not (folder / INDEX_FILE).is_file():
+        raise DataError(
+            f"dataset.layout is 'cache' but {str(folder)!r} holds no clip cache. Build it with "
+            f"`{rebuild}` (it decodes every video once), or set dataset.layout: files."
+        )
+    cache = ClipCache(folder)
+    if cache.short_side != short_side:
+        raise DataError(
+            f"the clip cache {str(folder)!r} holds frames at {side_name(cache.short_side)}, the "
+            f"spec asks for {side_name(short_side)} (dataset.short_side). Build one with "
+            f"`{rebuild}`."
+        )
+    stale = cache.problems(config.root, entries, indexes)
+    if stale:
+        shown = "; ".join(f"{path} ({why})" for path, why in list(stale.items())[:5])
+        more = f"; … ({len(stale)} in all)" if len(stale) > 5 else ""
+        raise DataError(
+            f"the clip cache {str(folder)!r} cannot be used for {len(stale)} of {len(entries)} "
+            f"videos of {config.name} split {config.split}: {shown}{more}. Update it with "
+            f"`{rebuild}` (unchanged videos are copied, only these are decoded again)."
+        )
+    return cache
+
+
+def build_cache(
+    config: DatasetConfig, out: Path, *, short_side: int | None = DEFAULT_SHORT_SIDE,
+    workers: int | None = None,
+) -> dict:  # fmt: skip
+    """Decode the split's videos into the cache at `out`, reusing what an existing cache there
+    holds unchanged; returns counts (`videos`, `decoded`, `reused`, `failed`, `failed_videos`,
+    `bytes`, `frames`)."""
+    _, train, test = open_dataset(config)
+    entries = list({e.found: e for e in train + test if e.found is not None}.values())
+    indexes = FrameIndex(config.root).lookup(entries, workers)
+    previous = _previous(out, short_side)
+    kept = previous.videos if previous else {}
+    reused = {e.found for e in entries if previous and not _stale_reason(
+        kept.get(e.found), config.root / e.found, indexes[e.found])}  # fmt: skip
+    if previous:  # videos of other splits stay cached, when still current
+        reused |= {f for f in kept if f not in reused and (config.root / f).exists()
+                   and not _stale_reason(kept[f], config.root / f, None)}  # fmt: skip
+    decode = [e for e in entries if e.found not in reused]
+    records = _write(out, config.root, previous, sorted(reused), decode, indexes, short_side,
+                     workers)  # fmt: skip
+    failed = [e.relative for e in decode if records[e.found].error]
+    return {
+        "videos": len(entries), "decoded": len(decode) - len(failed), "reused": len(reused),
+        "failed": len(failed), "failed_videos": failed,
+        "bytes": sum(r.bytes for r in records.values()),
+        "frames": sum(r.frames for r in records.values()),
+    }  # fmt: skip
+
+
+def _previous(out: Path, short_side: int | None) -> ClipCache | None:
+    """The cache already at `out` when it can give frames to the new one (same short side)."""
+    if not (out / INDEX_FILE).is_file():
+        return None
+    try:
+        cache = ClipCache(out)
+    except DataError:
+        return None  # unreadable or another version: rebuilt from the sources
+    return cache if cache.short_side == short_side else None
+
+
+def _write(out: Path, root: Path, previous: ClipCache | None, reused: list[str],
+           decode: list[Entry], indexes: dict, short_side: int | None,
+           workers: int | None) -> dict[str, CachedVideo]:  # fmt: skip
+    """Write `frames.u8` and `index.json` under temporary names, then move them into place
+    (frames first: an index never names bytes that are not there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"{FRAMES_FILE}.{os.getpid()}.partial"
+    records: dict[str, CachedVideo] = {}
+    offset = 0
+    with partial.open("wb") as sink:
+        for found, frames, error in _sources(root, previous, reused, decode, indexes,
+                                             short_side, workers):  # fmt: skip
+            height, width = frames.shape[1:3] if len(frames) else (0, 0)
+            stamp = previous.videos[found].stamp if found in reused else source_stamp(root / found)
+            records[found] = CachedVideo(offset, len(frames), height, width, stamp, error)
+            sink.write(np.ascontiguousarray(frames).data)
+            offset += frames.nbytes
+    header = {
+        "version": CACHE_VERSION,
+        "short_side": short_side,
+        "decoder": decoder_version(),
+        "root": str(root.resolve()),
+        "videos": {k: asdict(v) for k, v in records.items()},
+    }
+    index_partial = out / f"{INDEX_FILE}.{os.getpid()}.partial"
+    index_partial.write_text(json.dumps(header), encoding="utf-8")
+    partial.replace(out / FRAMES_FILE)
+    index_partial.replace(out / INDEX_FILE)
+    return records
+
+
+def _sources(root, previous, reused, decode, indexes, short_side,
+             workers) -> Iterator[tuple[str, np.ndarray, str]]:  # fmt: skip
+    """`(path, frames, error)`: the reused videos' frames from the old map, then the decoded
+    ones, in the order of `decode` (decoded in parallel processes)."""
+    for found in reused:
+        yield found, previous.video(found), ""
+    jobs = [(str(root), e.found, e.kind, indexes[e.found], short_side) for e in decode]
+    if not jobs:
+        return
+    with ProcessPoolExecutor(min(workers or os.cpu_count() or 1, len(jobs))) as pool:
+        for entry, (frames, error) in zip(decode, pool.map(_decode, jobs), strict=True):
+            yield entry.found, frames, error
+
+
+def _decode(job: tuple) -> tuple[np.ndarray, str]:
+    """One video's frames at the short side, or no frames and the reason."""
+    root, found, kind, index, short_side = job
+    empty = np.zeros((0, 1, 1, CHANNELS), np.uint8)
+    if index.frames == 0:
+        return empty, index.error or "no frame decodes"
+    entry = Entry(found, 0, found, kind)
+    reader = FrameReader(Path(root), {found: index}, short_side=short_side)
+    try:
+        return reader.read(entry, list(range(index.frames))), ""
+    except (RuntimeError, OSError, ValueError) as error:
+        return empty, f"{type(error).__name__}: {error}"

@@ -16,6 +16,9 @@ import torch
 
 from harness.cli import main
 from harness.config.sections import TrainSection
+from harness.data.cache import build_cache
+from harness.data.datasets import DatasetConfig
+from harness.data.synthetic import materialise
 from harness.execute.gpus import claimed_gpu
 from harness.tracking.mlflow_store import MlflowStore
 from harness.tracking.schema import TRACEBACK_ARTIFACT
@@ -57,21 +60,30 @@ def test_bench_train_and_run_trial_step_through_the_same_function_and_settings(
     assert main(run) == 0
     trial_settings = set(step_calls)
     step_calls.clear()
+    root, split_dir = materialise("tiny")  # the quickstart's data, and a clip cache of it
+    cache = build_cache(DatasetConfig("synthetic", root, split_dir=split_dir), tmp_path / "cache",
+                        short_side=None, workers=1)  # fmt: skip
     bench = ["bench", "train", "resnet3d_10", "--attention", "eam", "--placement",
              "stage_output", "--batch", "2", "--frames", "4", "--size", "16", "--steps", "2",
-             "--json"]  # fmt: skip
+             "--cache", str(tmp_path / "cache"), "--workers", "1", "--json"]  # fmt: skip
     capsys.readouterr()
     assert main(bench) == 0
     result = json.loads(capsys.readouterr().out)
     assert trial_settings == {resolve_settings(TrainSection(), CPU)}
-    run_loop, reference_loop = (
-        step_calls[: len(step_calls) // 2],
-        step_calls[len(step_calls) // 2 :],
-    )
+    third = len(step_calls) // 3
+    run_loop, reference_loop, fed_loop = (
+        step_calls[:third], step_calls[third : 2 * third], step_calls[2 * third :],
+    )  # fmt: skip
     assert set(run_loop) == trial_settings  # the benchmark's first loop is the run's settings
     assert set(reference_loop) == {StepSettings.reference()}
+    assert set(fed_loop) == trial_settings  # the cache-fed loop too, on the real loader
     assert result["settings"]["run settings"] == result["settings"]["reference"]  # on a CPU
     _check_bench_report(result)
+    assert cache["decoded"] == 250 and result["cache"] == str(tmp_path / "cache")
+    fed = result["loops"][2]
+    assert fed["name"] == "cache-fed" and fed["data_ms"] > 0  # slicing, then the device's ops
+    step_ms = fed["data_ms"] + fed["forward_ms"] + fed["backward_ms"]
+    assert result["data_wait"] == pytest.approx(fed["data_ms"] / step_ms)
     _, (logged,) = _runs(tmp_path)
     assert logged.data.params["train.bf16"] == "False"  # resolved, not `None`
     assert logged.data.params["loader.workers"] == "0"
@@ -79,7 +91,7 @@ def test_bench_train_and_run_trial_step_through_the_same_function_and_settings(
 
 def _check_bench_report(result: dict) -> None:
     """Both loops measured, MFU and the speed-up computed from the measured numbers."""
-    run_loop, reference = result["loops"]
+    run_loop, reference = result["loops"][:2]
     assert (run_loop["name"], reference["name"]) == ("run settings", "reference")
     assert result["input"] == [2, 3, 4, 16, 16]
     for loop in result["loops"]:

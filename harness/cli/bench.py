@@ -11,8 +11,11 @@ from pathlib import Path
 from harness.cli.checks import device_flag, require_positive
 from harness.cli.data import add_dataset_arguments, dataset_config
 from harness.data.bench import TRAIN_RATE, bench_data, format_bench
+from harness.data.cache import INDEX_FILE
 from harness.data.clips import ClipProtocol
+from harness.device import default_device
 from harness.train.bench import bench_train, format_bench_train
+from harness.train.inputs import loader_workers
 from registry import ConfigError
 
 
@@ -46,6 +49,12 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=10, help="measured steps per loop")
     train.add_argument("--compile", action="store_true", help="torch.compile the optimised loop")
     train.add_argument("--device", default=None, help="default: cuda if present")
+    train.add_argument(
+        "--cache", type=Path, help="also train fed by the real loader from this clip cache"
+    )
+    train.add_argument(
+        "--workers", type=int, help="threads slicing the cache (default: cores − 1, at most 16)"
+    )
     train.add_argument("--json", action="store_true")
     train.set_defaults(command=_bench_train)
 
@@ -71,11 +80,18 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    require_positive(args, "batch", "frames", "size", "steps")
+    require_positive(args, "batch", "frames", "size", "steps", "workers")
+    device = device_flag(args.device)
+    if args.cache is not None and not (args.cache / INDEX_FILE).is_file():
+        raise ConfigError(
+            f"--cache {args.cache}: no clip cache there (no {INDEX_FILE}). Build one with "
+            "`harness data cache DATASET --root ROOT --out FOLDER`."
+        )
+    threads = args.workers or loader_workers(None, device or default_device())
     result = bench_train(
         args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,
         frames=args.frames, size=args.size, steps=args.steps, compile_model=args.compile,
-        device=device_flag(args.device),
+        device=device, cache=args.cache, threads=threads,
     )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
     return 0

@@ -142,7 +142,8 @@ def _cache(args: argparse.Namespace) -> int:
     side = f"short side {args.short_side}" if args.short_side else "native size"
     print(
         f"{counts['decoded']} videos decoded and {counts['reused']} reused from the previous "
-        f"cache ({counts['failed']} failed) into {out}: {counts['frames']} frames at {side}, "
+        f"cache ({counts['failed']} failed, {counts['kept']} of other splits kept) into {out}: "
+        f"{counts['frames']} frames at {side}, "
         f"{counts['bytes'] / 1e9:.2f} GB, in {time.perf_counter() - start:.1f} s"
     )
     print(

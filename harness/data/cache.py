@@ -209,8 +209,9 @@ def build_cache(
     workers: int | None = None,
 ) -> dict:  # fmt: skip
     """Decode the split's videos into the cache at `out`, reusing what an existing cache there
-    holds unchanged; returns counts (`videos`, `decoded`, `reused`, `failed`, `failed_videos`,
-    `bytes`, `frames`)."""
+    holds unchanged; returns counts: of the split's `videos`, those `decoded`, `reused` and
+    `failed` (and `failed_videos`); `kept`, other videos (other splits') still current and kept;
+    `bytes` and `frames` of the whole store."""
     _, train, test = open_dataset(config)
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
@@ -226,7 +227,8 @@ def build_cache(
                      workers)  # fmt: skip
     failed = [e.relative for e in decode if records[e.found].error]
     return {
-        "videos": len(entries), "decoded": len(decode) - len(failed), "reused": len(reused),
+        "videos": len(entries), "decoded": len(decode) - len(failed),
+        "reused": len(entries) - len(decode), "kept": len(reused) - len(entries) + len(decode),
         "failed": len(failed), "failed_videos": failed,
         "bytes": sum(r.bytes for r in records.values()),
         "frames": sum(r.frames for r in records.values()),

@@ -242,8 +242,16 @@ def _resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
     (`harness.data.device_transforms.crop_resize`) computes in integers."""
     if clip.shape[1:3] == (height, width):
         return clip
-    resized = [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR_EXACT) for f in clip]
-    return np.stack(resized).reshape(len(clip), height, width, -1)  # keeps a 1-channel axis
+    # in groups of at most 4 channels: for a box exactly twice the output, OpenCV takes its
+    # area path, which rounds ties to even above 4 channels (half up, as here, up to 4)
+    groups = [np.ascontiguousarray(clip[..., c : c + 4]) for c in range(0, clip.shape[-1], 4)]
+    resized = [
+        np.stack(
+            [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR_EXACT) for f in g]
+        ).reshape(len(clip), height, width, -1)  # keeps a 1-channel axis
+        for g in groups
+    ]
+    return resized[0] if len(resized) == 1 else np.concatenate(resized, axis=-1)
 
 
 def to_tensor(clip: np.ndarray, normalisation: str) -> torch.Tensor:

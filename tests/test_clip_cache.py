@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.config import SpecError, load_spec
 from harness.data.batches import ClipBatches, DeviceAugmented
-from harness.data.cache import CacheReader, ClipCache, build_cache, open_cache
+from harness.data.cache import CacheReader, ClipCache, build_cache, default_folder, open_cache
 from harness.data.clips import (
     ClipProtocol,
     EpochShuffle,
@@ -47,6 +48,8 @@ from harness.data.transforms import (
     flip_horizontal,
     to_tensor,
 )
+from harness.train import inputs
+from harness.train.inputs import TrialData, augments_on_device, clip_reader, dataset_config
 from tests.conftest import FIXTURES_REASON, SHARED, requires_gpu
 from tests.data_helpers import write_video
 
@@ -573,3 +576,40 @@ def test_device_augmentation_on_the_gpu_gives_the_cpus_values(normalisation):
     on_gpu = augment(batch, device=torch.device("cuda"), **kwargs)
     on_cpu = augment(batch, device=torch.device("cpu"), **kwargs)
     assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), on_cpu)
+
+
+def test_files_layout_advises_a_cache_and_a_synthetic_cache_builds_itself(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    spec = load_spec(_spec(tmp_path, tiny, "advice", "short_side: 32"))
+    config = dataset_config(spec, 1)
+    _, train, test = open_dataset(config)
+    indexes = FrameIndex(config.root).lookup(train + test)
+    monkeypatch.setattr(inputs, "_ADVISED", set())
+    reader = clip_reader(spec, config, train + test, indexes)
+    assert isinstance(reader, FrameReader) and reader.short_side == 32
+    err = capsys.readouterr().err
+    assert "would take about" in err and "fits in this machine's memory" in err, err
+    assert "harness data cache folder" in err and "--short-side 32" in err, err
+    clip_reader(spec, config, train + test, indexes)
+    assert not capsys.readouterr().err, "advised once per root and process"
+    build_cache(config, default_folder(config, 32), short_side=32, workers=1)
+    monkeypatch.setattr(inputs, "_ADVISED", set())
+    clip_reader(spec, config, train + test, indexes)
+    assert f"exists at {default_folder(config, 32)}" in capsys.readouterr().err
+    # augmentation on the device needs clips read from a cache
+    data = TrialData(["c"] * 5, TrainClips(reader, train, ClipProtocol()), None, test)
+    with pytest.raises(SpecError, match="dataset.augment_on"):
+        augments_on_device(replace(spec, dataset=replace(spec.dataset, augment_on="device")),
+                           data, torch.device("cpu"))  # fmt: skip
+    assert not augments_on_device(spec, data, torch.device("cpu"))
+    # a synthetic dataset's cache is built on first use, as the dataset itself is
+    synthetic = replace(spec, dataset=replace(spec.dataset, name="synthetic", split_file=None,
+                                              root="synthetic:tiny", layout="cache"))  # fmt: skip
+    config = dataset_config(synthetic, 1)
+    _, train, test = open_dataset(config)
+    indexes = FrameIndex(config.root).lookup(train + test)
+    reader = clip_reader(synthetic, config, train + test, indexes)
+    assert isinstance(reader, CacheReader) and reader.cache.short_side == 32
+    assert "caching the decoded synthetic dataset" in capsys.readouterr().out
+    assert len(reader.cache.videos) == 250

@@ -397,8 +397,8 @@ def test_a_cache_of_another_side_version_or_none_is_refused(tiny, tmp_path):
         assert "short side 32" in message and named in message, message
     index = out / "index.json"
     header = json.loads(index.read_text())
-    index.write_text(json.dumps(header | {"version": 2}))
-    with pytest.raises(DataError, match="version 2 clip cache"):
+    index.write_text(json.dumps(header | {"version": 99}))
+    with pytest.raises(DataError, match="version 99 clip cache"):
         open_cache(out, config, entries, indexes, 32)
     counts = build_cache(config, out, short_side=32, workers=1)  # rebuilt, not reused
     assert (counts["decoded"], counts["reused"]) == (2, 0), counts
@@ -613,3 +613,88 @@ def test_files_layout_advises_a_cache_and_a_synthetic_cache_builds_itself(
     assert isinstance(reader, CacheReader) and reader.cache.short_side == 32
     assert "caching the decoded synthetic dataset" in capsys.readouterr().out
     assert len(reader.cache.videos) == 250
+
+
+def test_a_rebuild_leaves_open_caches_reading_their_own_frames(tiny, tmp_path, capsys):
+    config, entries = _small_dataset(tiny, tmp_path, 3)
+    out = tmp_path / "cache"
+    build_cache(config, out, short_side=32, workers=1)
+    first = ClipCache(out)
+    assert [p.name for p in out.glob("frames-*.u8")] == [first.frames_file]
+    build_cache(config, out, short_side=32, workers=1)  # nothing changed: nothing rewritten
+    assert ClipCache(out).frames_file == first.frames_file
+    kept, changed = entries[0], entries[1]
+    before = first.video(changed.found).copy()
+    write_video(config.root / changed.found, frames=20, size=(64, 48), seed=5)
+    counts = build_cache(config, out, short_side=32, workers=1)
+    assert (counts["decoded"], counts["reused"], counts["kept"]) == (1, 2, 0), counts
+    second = ClipCache(out)
+    assert [p.name for p in out.glob("frames-*.u8")] == [second.frames_file] != [first.frames_file]
+    assert not list(out.glob("*.partial")), "no partial file is left behind"
+    # the cache opened before the rebuild still reads the frames its index describes
+    assert np.array_equal(first.video(changed.found), before)
+    assert np.array_equal(first.video(kept.found), second.video(kept.found))
+    assert second.video(changed.found).shape[0] == 20 != before.shape[0]
+    # a split that lists fewer videos keeps the others (another split's), copying nothing
+    split = config.split_file
+    split.write_text("\n".join(split.read_text().splitlines()[1:]) + "\n")
+    counts = build_cache(config, out, short_side=32, workers=1)
+    assert (counts["videos"], counts["reused"], counts["kept"]) == (2, 2, 1), counts
+    assert ClipCache(out).frames_file == second.frames_file
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "data",
+                "cache",
+                "folder",
+                "--root",
+                str(config.root),
+                "--split-file",
+                str(split),
+                "--short-side",
+                "32",
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+            ]
+        )
+        == 2
+    )
+    assert "--workers 0" in capsys.readouterr().err
+
+
+def test_a_failed_video_is_reported_unreadable_and_decoded_again(tiny, tmp_path):
+    config, entries = _small_dataset(tiny, tmp_path, 2)
+    out = tmp_path / "cache"
+    build_cache(config, out, short_side=32, workers=1)
+    index = out / "index.json"
+    header = json.loads(index.read_text())
+    victim = entries[0]
+    header["videos"][victim.found] |= {"frames": 0, "error": "OSError: Too many open files"}
+    index.write_text(json.dumps(header))  # as a build hit by a passing error leaves it
+    cache = open_cache(out, config, entries, FrameIndex(config.root).lookup(entries), 32)
+    assert cache.unreadable(entries) == {
+        victim.relative: "no frames cached (OSError: Too many open files)"
+    }
+    assert CacheReader(cache).frame_count(victim) == 0  # left out of training, unscored
+    counts = build_cache(config, out, short_side=32, workers=1)
+    assert (counts["decoded"], counts["reused"], counts["failed"]) == (1, 1, 0), counts
+    assert not ClipCache(out).unreadable(entries)
+    # a frames file cut short is named, not read past its end
+    frames = out / ClipCache(out).frames_file
+    with frames.open("r+b") as handle:
+        handle.truncate(frames.stat().st_size // 2)
+    with pytest.raises(DataError, match="is damaged: frames-.* bytes, the index needs"):
+        ClipCache(out)
+
+
+def test_augment_on_device_without_a_cache_stops_the_run(tiny, tmp_path, monkeypatch, capsys):
+    spec = _spec(tmp_path / "run", tiny, "wrongdevice", "augment_on: device, crop: random")
+    monkeypatch.chdir(spec.parent)
+    assert main(["run", str(spec), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.augment_on" in err and "dataset.layout: cache (it is 'files')" in err, err
+    assert "dataset.crop one of multiscale_corner, random_resized (it is 'random')" in err, err
+    assert not _runs(spec.parent, "wrongdevice")[1], "a trial ran"

@@ -70,10 +70,11 @@ def test_bench_train_and_run_trial_step_through_the_same_function_and_settings(
     assert main(bench) == 0
     result = json.loads(capsys.readouterr().out)
     assert trial_settings == {resolve_settings(TrainSection(), CPU)}
-    third = len(step_calls) // 3
+    loop = 3 + 2  # the benchmark's warm-up steps and the measured ones
     run_loop, reference_loop, fed_loop = (
-        step_calls[:third], step_calls[third : 2 * third], step_calls[2 * third :],
+        step_calls[:loop], step_calls[loop : 2 * loop], step_calls[2 * loop :],
     )  # fmt: skip
+    assert len(fed_loop) == 2 * 3 + (3 + 3), "warm-up past the 3 ready batches, 2x that measured"
     assert set(run_loop) == trial_settings  # the benchmark's first loop is the run's settings
     assert set(reference_loop) == {StepSettings.reference()}
     assert set(fed_loop) == trial_settings  # the cache-fed loop too, on the real loader
@@ -82,6 +83,7 @@ def test_bench_train_and_run_trial_step_through_the_same_function_and_settings(
     assert cache["decoded"] == 250 and result["cache"] == str(tmp_path / "cache")
     fed = result["loops"][2]
     assert fed["name"] == "cache-fed" and fed["data_ms"] > 0  # slicing, then the device's ops
+    assert result["fed_steps"] == 6 and result["threads"] == 1
     step_ms = fed["data_ms"] + fed["forward_ms"] + fed["backward_ms"]
     assert result["data_wait"] == pytest.approx(fed["data_ms"] / step_ms)
     _, (logged,) = _runs(tmp_path)

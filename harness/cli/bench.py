@@ -53,7 +53,9 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
         "--cache", type=Path, help="also train fed by the real loader from this clip cache"
     )
     train.add_argument(
-        "--workers", type=int, help="threads slicing the cache (default: cores − 1, at most 16)"
+        "--workers",
+        type=int,
+        help="threads slicing the cache (default: on a GPU cores − 1, at most 16; else 2)",
     )
     train.add_argument("--json", action="store_true")
     train.set_defaults(command=_bench_train)

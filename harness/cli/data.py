@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cli.checks import require_positive
 from harness.data.cache import DEFAULT_SHORT_SIDE, build_cache, default_folder
 from harness.data.check import check_dataset, summary
 from harness.data.datasets import DatasetConfig
@@ -135,6 +136,7 @@ def short_side(text: str) -> int | None:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    require_positive(args, "workers")
     start = time.perf_counter()
     config = dataset_config(args)
     out = args.out or default_folder(config, args.short_side)

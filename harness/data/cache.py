@@ -2,29 +2,37 @@
 
 `harness data cache` decodes each video of a split (PyAV, decode order, as `FrameReader`), scales
 its short side to `short_side` (`store_resize`, the resize `harness data prepare` uses; `native`
-keeps the decoded size) and
-appends the uint8 frames `(T, H, W, 3)` to `frames.u8`. `index.json` records, per video (keyed by
-its path under the root): the byte offset, frame count and size, the source's size and mtime, and
-for the whole store the short side, the decoder (PyAV and libavcodec versions) and the root.
+keeps the decoded size) and appends the uint8 frames `(T, H, W, 3)` to one frames file.
+`index.json` names that file and records, per video (keyed by its path under the root): the byte
+offset, frame count and size, the source's size and mtime, and for the whole store the short
+side, the decoder (PyAV and libavcodec versions) and the root.
 
 A training clip is then a slice of a memory map, not a decode (`CacheReader`), and a clip read
 from the cache is pixel for pixel the clip `FrameReader(short_side=…)` decodes from the video
 (tested on the synthetic AVIs and the real fixture videos). A cache is used only where it still
 describes the source: a video whose size or mtime changed, or whose decoded frame count differs
 from the frame index's, is stale, and a run refuses it with a message naming the videos and the
-command that rebuilds them. Rebuilding copies the unchanged videos' frames from the old store and
-decodes only the stale and new ones; the new store replaces the old one only when complete.
+command that rebuilds them. (A JPEG frame folder's stamp is the folder's own: rewriting its
+images in place, same names and count, goes unnoticed; delete the cache after `harness data
+prepare` into the same folder.) Rebuilding copies the unchanged videos' frames from the old store
+and decodes the stale, new and previously failed ones, into a new frames file; the new index
+replaces the old one only when that file is complete, and the old file is removed after.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import sys
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from shlex import quote
 
 import av
 import numpy as np
@@ -41,10 +49,10 @@ from harness.data.datasets import (
 from harness.data.splits import DataError
 from harness.data.video import VideoIndex
 
-CACHE_VERSION = 1
-FRAMES_FILE = "frames.u8"
+CACHE_VERSION = 2  # 2: the index names its frames file (one per build)
 INDEX_FILE = "index.json"
-DEFAULT_SHORT_SIDE = 128  # as `harness data prepare`; HMDB-51's training split ≈ 23 GB at 128
+LOCK_FILE = ".lock"
+DEFAULT_SHORT_SIDE = 128  # as `harness data prepare`; HMDB-51's 70 % training part ≈ 23 GB
 CHANNELS = 3
 
 
@@ -84,18 +92,23 @@ def side_name(short_side: int | None) -> str:
 
 
 class ClipCache:
-    """A cache folder opened for reading: its index, and its frames mapped on first use (each
-    process maps its own, so a cache crosses into spawned loader workers by path)."""
+    """A cache folder opened for reading: its index, and the frames file that index names, mapped
+    at once. Each build writes a frames file of its own name and removes the previous one only
+    after the new index is in place, so a process that opened the cache keeps reading the frames
+    its index describes even while the cache is rebuilt (the mapping holds the old file); forked
+    loader workers inherit the mapping, spawned ones map the file again by name."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         index_path = self.folder / INDEX_FILE
         try:
             header = json.loads(index_path.read_text(encoding="utf-8"))
-            self.short_side = header["short_side"]  # an int, or None: as decoded
-            self.decoder = str(header["decoder"])
-            self.videos = {k: CachedVideo(**v) for k, v in header["videos"].items()}
             version = header["version"]
+            if version == CACHE_VERSION:
+                self.short_side = header["short_side"]  # an int, or None: as decoded
+                self.decoder = str(header["decoder"])
+                self.frames_file = str(header["frames_file"])
+                self.videos = {k: CachedVideo(**v) for k, v in header["videos"].items()}
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DataError(
                 f"{str(index_path)!r} is not a readable clip cache index ({error}). Build the "
@@ -106,21 +119,46 @@ class ClipCache:
                 f"{str(self.folder)!r} is a version {version} clip cache; this harness reads "
                 f"version {CACHE_VERSION}. Build it again with `harness data cache`."
             )
-        self._frames: np.ndarray | None = None
+        self._frames = self._map()
+
+    def _map(self) -> np.ndarray:
+        """The frames file, mapped; a `DataError` when it is missing or shorter than the index
+        says (a copy cut short, a disk that filled up)."""
+        path = self.folder / self.frames_file
+        needed = max((r.offset + r.bytes for r in self.videos.values()), default=0)
+        size = path.stat().st_size if path.is_file() else -1
+        if size < needed:
+            state = "missing" if size < 0 else f"{size} bytes, the index needs {needed}"
+            raise DataError(
+                f"the clip cache {str(self.folder)!r} is damaged: {self.frames_file} is "
+                f"{state}. Build it again with `harness data cache` (delete the folder first)."
+            )
+        if needed == 0:
+            return np.zeros(0, np.uint8)  # nothing decoded: an empty file cannot be mapped
+        return np.memmap(path, dtype=np.uint8, mode="r")
 
     def __getstate__(self) -> dict:
-        return self.__dict__ | {"_frames": None}  # the map is reopened in the new process
+        return self.__dict__ | {"_frames": None}  # a spawned process maps the file again
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._frames = self._map()
 
     def video(self, found: str) -> np.ndarray:
         """All frames of one video, `(T, H, W, 3)` uint8, a view of the memory map."""
         record = self.videos[found]
-        if self._frames is None:
-            self._frames = np.memmap(self.folder / FRAMES_FILE, dtype=np.uint8, mode="r")
         flat = self._frames[record.offset : record.offset + record.bytes]
         return flat.reshape(record.frames, record.height, record.width, CHANNELS)
 
-    def size_bytes(self) -> int:
-        return sum(record.bytes for record in self.videos.values())
+    def unreadable(self, entries: list[Entry]) -> dict[str, str]:
+        """`{path as the split names it: why}` for the split's videos whose decoding failed
+        when they were cached (they hold no frames; `harness data cache` tries them again)."""
+        records = {e.relative: self.videos.get(e.found or "") for e in entries}
+        return {
+            path: f"no frames cached ({record.error or 'no frame decodes'})"
+            for path, record in records.items()
+            if record is not None and record.frames == 0
+        }
 
     def problems(self, root: Path, entries: list[Entry], indexes: dict[str, VideoIndex]) -> dict:
         """`{path as the split names it: why the cache cannot serve it}`: not cached, changed
@@ -167,11 +205,12 @@ class CacheReader:
 def cache_command(config: DatasetConfig, short_side: int | None, folder: Path) -> str:
     """The `harness data cache` command line that builds (or updates) this cache."""
     located = [("--split-dir", config.split_dir), ("--annotations", config.annotations),
-               ("--split-file", config.split_file)]  # fmt: skip
-    extra = "".join(f" {flag} {value}" for flag, value in located if value is not None)
+               ("--split-file", config.split_file), ("--train-list", config.train_list),
+               ("--test-list", config.test_list)]  # fmt: skip
+    extra = "".join(f" {flag} {quote(str(value))}" for flag, value in located if value)
     return (
-        f"harness data cache {config.name} --root {config.root} --split {config.split}{extra} "
-        f"--short-side {short_side or 'native'} --out {folder}"
+        f"harness data cache {config.name} --root {quote(str(config.root))} --split "
+        f"{config.split}{extra} --short-side {short_side or 'native'} --out {quote(str(folder))}"
     )
 
 
@@ -192,6 +231,7 @@ def open_cache(folder: Path, config: DatasetConfig, entries: list[Entry],
             f"spec asks for {side_name(short_side)} (dataset.short_side). Build one with "
             f"`{rebuild}`."
         )
+    _warn_decoder(cache)
     stale = cache.problems(config.root, entries, indexes)
     if stale:
         shown = "; ".join(f"{path} ({why})" for path, why in list(stale.items())[:5])
@@ -204,35 +244,83 @@ def open_cache(folder: Path, config: DatasetConfig, entries: list[Entry],
     return cache
 
 
+_WARNED: set[Path] = set()  # cache folders whose decoder difference this process has said
+
+
+def _warn_decoder(cache: ClipCache) -> None:
+    """Say (once per folder) when the cache was decoded by another PyAV or libavcodec than this
+    process has: the frames are what that decoder gave, which `layout: files` may not match."""
+    if cache.decoder != decoder_version() and cache.folder not in _WARNED:
+        _WARNED.add(cache.folder)
+        print(
+            f"warning: the clip cache {cache.folder} was decoded with {cache.decoder}; this "
+            f"process decodes with {decoder_version()}. Its frames stay as that decoder gave "
+            "them; rebuild it (delete the folder, then `harness data cache`) for this decoder's.",
+            file=sys.stderr,
+        )
+
+
 def build_cache(
     config: DatasetConfig, out: Path, *, short_side: int | None = DEFAULT_SHORT_SIDE,
     workers: int | None = None,
 ) -> dict:  # fmt: skip
     """Decode the split's videos into the cache at `out`, reusing what an existing cache there
-    holds unchanged; returns counts: of the split's `videos`, those `decoded`, `reused` and
-    `failed` (and `failed_videos`); `kept`, other videos (other splits') still current and kept;
-    `bytes` and `frames` of the whole store."""
+    holds unchanged (videos that failed to decode are tried again); returns counts: of the
+    split's `videos`, those `decoded`, `reused` and `failed` (and `failed_videos`); `kept`,
+    other videos (other splits') still current and kept; `bytes` and `frames` of the store.
+    One build at a time per folder (a lock file); a build with nothing to decode or drop
+    leaves the store as it is."""
     _, train, test = open_dataset(config)
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
-    previous = _previous(out, short_side)
-    kept = previous.videos if previous else {}
-    reused = {e.found for e in entries if previous and not _stale_reason(
-        kept.get(e.found), config.root / e.found, indexes[e.found])}  # fmt: skip
-    if previous:  # videos of other splits stay cached, when still current
-        reused |= {f for f in kept if f not in reused and (config.root / f).exists()
-                   and not _stale_reason(kept[f], config.root / f, None)}  # fmt: skip
-    decode = [e for e in entries if e.found not in reused]
-    records = _write(out, config.root, previous, sorted(reused), decode, indexes, short_side,
-                     workers)  # fmt: skip
+    with _locked(out):
+        previous = _previous(out, short_side)
+        current = _current(previous, config.root, entries, indexes)
+        decode = [e for e in entries if e.found not in current]
+        if previous is not None and not decode and current == set(previous.videos):
+            records = previous.videos  # nothing changed: no rewrite
+        else:
+            records = _write(out, config.root, previous, sorted(current), decode, indexes,
+                             short_side, workers)  # fmt: skip
     failed = [e.relative for e in decode if records[e.found].error]
+    in_split = {e.found for e in entries}
     return {
         "videos": len(entries), "decoded": len(decode) - len(failed),
-        "reused": len(entries) - len(decode), "kept": len(reused) - len(entries) + len(decode),
+        "reused": len(entries) - len(decode), "kept": len(current - in_split),
         "failed": len(failed), "failed_videos": failed,
         "bytes": sum(r.bytes for r in records.values()),
         "frames": sum(r.frames for r in records.values()),
     }  # fmt: skip
+
+
+def _current(previous: ClipCache | None, root: Path, entries: list[Entry],
+             indexes: dict[str, VideoIndex]) -> set[str]:  # fmt: skip
+    """The previous store's videos that can be copied as they are: decoded without error and
+    unchanged since (for other splits' videos, still present and unchanged)."""
+    if previous is None:
+        return set()
+    usable = {found for found, record in previous.videos.items() if not record.error}
+    in_split = {e.found: e for e in entries}
+    return {
+        found for found in usable
+        if (found in in_split and not _stale_reason(previous.videos[found], root / found,
+                                                    indexes[found]))
+        or (found not in in_split and (root / found).exists()
+            and not _stale_reason(previous.videos[found], root / found, None))
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on the cache folder: a second build waits for the first."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = (out / LOCK_FILE).open("w")
+    except OSError as error:
+        raise DataError(f"cannot write the clip cache into {str(out)!r}: {error}") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _previous(out: Path, short_side: int | None) -> ClipCache | None:
@@ -249,32 +337,54 @@ def _previous(out: Path, short_side: int | None) -> ClipCache | None:
 def _write(out: Path, root: Path, previous: ClipCache | None, reused: list[str],
            decode: list[Entry], indexes: dict, short_side: int | None,
            workers: int | None) -> dict[str, CachedVideo]:  # fmt: skip
-    """Write `frames.u8` and `index.json` under temporary names, then move them into place
-    (frames first: an index never names bytes that are not there)."""
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f"{FRAMES_FILE}.{os.getpid()}.partial"
+    """Write a new frames file and the index naming it (under a temporary name, then moved into
+    place), then remove the previous frames file; a failure leaves the previous store whole
+    and no partial file behind."""
+    name = f"frames-{uuid.uuid4().hex[:12]}.u8"
+    partial, index_partial = out / f"{name}.partial", out / f"{INDEX_FILE}.{name}.partial"
+    stamps = {e.found: source_stamp(root / e.found) for e in decode}  # before decoding them
+    stamps |= {found: previous.videos[found].stamp for found in reused}
+    try:
+        records = _write_frames(partial, root, previous, reused, decode, indexes, short_side,
+                                workers, stamps)  # fmt: skip
+        header = {"version": CACHE_VERSION, "short_side": short_side, "frames_file": name,
+                  "decoder": decoder_version(), "root": str(root.resolve()),
+                  "videos": {k: asdict(v) for k, v in records.items()}}  # fmt: skip
+        index_partial.write_text(json.dumps(header), encoding="utf-8")
+        partial.replace(out / name)
+        index_partial.replace(out / INDEX_FILE)
+    except OSError as error:
+        raise DataError(
+            f"writing the clip cache into {str(out)!r} failed: {error}. Free space there (the "
+            f"cache needs about {_estimate(decode, indexes, previous, reused) / 1e9:.1f} GB) "
+            "or give another --out."
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+        index_partial.unlink(missing_ok=True)
+    if previous is not None and previous.frames_file != name:
+        (out / previous.frames_file).unlink(missing_ok=True)  # open maps keep reading it
+    return records
+
+
+def _write_frames(partial: Path, root, previous, reused, decode, indexes, short_side, workers,
+                  stamps) -> dict[str, CachedVideo]:  # fmt: skip
     records: dict[str, CachedVideo] = {}
     offset = 0
     with partial.open("wb") as sink:
         for found, frames, error in _sources(root, previous, reused, decode, indexes,
                                              short_side, workers):  # fmt: skip
             height, width = frames.shape[1:3] if len(frames) else (0, 0)
-            stamp = previous.videos[found].stamp if found in reused else source_stamp(root / found)
-            records[found] = CachedVideo(offset, len(frames), height, width, stamp, error)
+            records[found] = CachedVideo(offset, len(frames), height, width, stamps[found], error)
             sink.write(np.ascontiguousarray(frames).data)
             offset += frames.nbytes
-    header = {
-        "version": CACHE_VERSION,
-        "short_side": short_side,
-        "decoder": decoder_version(),
-        "root": str(root.resolve()),
-        "videos": {k: asdict(v) for k, v in records.items()},
-    }
-    index_partial = out / f"{INDEX_FILE}.{os.getpid()}.partial"
-    index_partial.write_text(json.dumps(header), encoding="utf-8")
-    partial.replace(out / FRAMES_FILE)
-    index_partial.replace(out / INDEX_FILE)
     return records
+
+
+def _estimate(decode, indexes, previous, reused) -> int:
+    """Bytes of the store, guessing 128×171 frames for the videos still to decode."""
+    kept = sum(previous.videos[f].bytes for f in reused) if previous else 0
+    return kept + sum(indexes[e.found].frames for e in decode) * 128 * 171 * CHANNELS
 
 
 def _sources(root, previous, reused, decode, indexes, short_side,

@@ -12,7 +12,7 @@ from harness.data.cache import default_folder, open_cache
 from harness.data.datasets import open_dataset, require_present
 from harness.data.formats import FORMATS
 from harness.data.synthetic import synthetic_preset
-from harness.train.inputs import dataset_config
+from harness.train.inputs import check_augmentation, dataset_config
 
 
 def readiness(spec: Spec) -> list[str]:
@@ -79,6 +79,7 @@ def preflight(spec: Spec) -> None:
                 "Give the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness "
                 "never downloads weights."
             )
+    check_augmentation(spec)
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = dataset_config(spec, split)
         lists, train, test = open_dataset(config)

@@ -13,7 +13,9 @@ Two loops train the same model on the same in-memory clips, in one process, and 
 
 With `--cache`, a third loop (`cache-fed`) runs the run settings on batches from the real loader
 of a clip cache (`ClipBatches` slicing it in threads, `DeviceAugmented` cropping, flipping and
-normalising on the device), and reports the share of its step time spent waiting for data.
+normalising on the device), and reports the share of its step time spent waiting for data. Its
+warm-up also uses up the batches the loader prepared ahead, and it measures at least twice that
+many steps, so the wait is the steady state's, not the head start's.
 
 Each reports clips/s, the step time split into data (taking the next pinned batch from memory,
 or from the loader, its device work included),
@@ -37,7 +39,7 @@ import torch
 
 from harness.analysis.complexity import count_flops
 from harness.config.sections import TrainSection
-from harness.data.batches import ClipBatches, DeviceAugmented
+from harness.data.batches import BATCHES_AHEAD_PER_THREAD, ClipBatches, DeviceAugmented
 from harness.data.cache import CacheReader, ClipCache
 from harness.data.clips import ClipProtocol, TrainClips
 from harness.data.datasets import Entry
@@ -129,12 +131,11 @@ def bench_train(
                             num_classes=BENCH_CLASSES)  # fmt: skip
         loader = cache_loader(cache, batch=batch, frames=frames, size=size, threads=threads,
                               device=device)  # fmt: skip
-        result = _loop("cache-fed", fresh, loader, loops["run settings"], device, steps=steps,
-                       warmup=warmup)  # fmt: skip
+        result, fed = _fed_loop(fresh, loader, loops["run settings"], device, steps=steps,
+                                warmup=warmup, threads=threads)  # fmt: skip
         result.mfu = result.clips_per_s * flops_per_clip / (rate * 1e12)
         results.append(result)
-        step_ms = result.data_ms + result.forward_ms + result.backward_ms
-        fed = {"cache": str(cache), "threads": threads, "data_wait": result.data_ms / step_ms}
+        fed["cache"] = str(cache)
     return fed | {
         "backbone": backbone, "attention": attention, "placement": placement,
         "batch": batch, "input": [batch, *shape], "device": device_name(device),
@@ -177,6 +178,19 @@ def cache_loader(folder: Path, *, batch: int, frames: int, size: int, threads: i
     batches = ClipBatches(clips, batch_size=batch, seed=0, threads=threads,
                           pin=device.type == "cuda")  # fmt: skip
     return DeviceAugmented(batches, device)
+
+
+def _fed_loop(model, loader: DeviceAugmented, settings: StepSettings, device: torch.device, *,
+              steps: int, warmup: int, threads: int) -> tuple[LoopResult, dict]:  # fmt: skip
+    """The loop on the loader's batches: its warm-up also uses up the batches the loader holds
+    ready, and it measures at least twice that many steps, so the wait is the steady state's."""
+    ahead = threads * BATCHES_AHEAD_PER_THREAD + 1
+    fed_steps = max(steps, 2 * ahead)
+    result = _loop("cache-fed", model, loader, settings, device, steps=fed_steps,
+                   warmup=warmup + ahead)  # fmt: skip
+    step_ms = result.data_ms + result.forward_ms + result.backward_ms
+    return result, {"threads": threads, "fed_steps": fed_steps,
+                    "data_wait": result.data_ms / step_ms}  # fmt: skip
 
 
 def _supplier(batches: list[dict] | DeviceAugmented) -> Callable[[], dict]:

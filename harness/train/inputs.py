@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from harness.config import Spec, SpecError, Trial
 from harness.data.batches import DEVICE_CROPS, ClipBatches, DeviceAugmented
@@ -86,6 +86,9 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
         train, test = per_class(train, section.subset), per_class(test, section.subset)
     index = FrameIndex(config.root)
     reader = clip_reader(spec, config, train + test, index.lookup(train + test))
+    unreadable = index.unreadable  # no frame decodes, or (from a cache) none was cached
+    if isinstance(reader, CacheReader):
+        unreadable = unreadable | reader.cache.unreadable(train + test)
     if trial.resolve().backbone.dims == 2:
         train_set, eval_set = _segments(spec, trial, config, reader, train, test)
     else:
@@ -96,7 +99,7 @@ def trial_data(spec: Spec, trial: Trial) -> TrialData:
         )  # fmt: skip
         train_set = TrainClips(reader, train, protocol, seed=trial.seed)
         eval_set = EvalClips(reader, test, protocol)
-    return TrialData(lists.classes, train_set, eval_set, test, index.unreadable,
+    return TrialData(lists.classes, train_set, eval_set, test, unreadable,
                      len(train) + len(test))  # fmt: skip
 
 
@@ -142,7 +145,13 @@ def advise_cache(spec: Spec, config: DatasetConfig, entries: list[Entry],
             f"short side {side} would take about {size / 1e9:.1f} GB, which fits in this "
             f"machine's memory ({memory / 1e9:.0f} GB). Training reads clips from such a cache "
             f"without decoding: build it with `{cache_command(config, side, folder)}`, then set "
-            f"dataset.layout: cache and dataset.short_side: {side}.",
+            f"dataset.layout: cache and dataset.short_side: {side}"
+            + (
+                ". A short side is part of a run's configuration: finished runs without one "
+                "would train again; `--short-side native` keeps the frames as they are."
+                if spec.dataset.short_side is None
+                else "."
+            ),
             file=sys.stderr,
         )
 
@@ -203,6 +212,30 @@ def loader_workers(requested: int | None, device: torch.device) -> int:
     return min(CPU_LOADER_WORKERS, cores)
 
 
+def check_augmentation(spec: Spec) -> None:
+    """`dataset.augment_on: device` asks for what only 3D trials reading the clip cache with a
+    one-box crop can do: a `SpecError` naming what is missing, before anything trains."""
+    section = spec.dataset
+    if section.augment_on != "device":
+        return
+    two_d = sorted({t.backbone for t in spec.trials if t.resolve().backbone.dims == 2})
+    missing = [
+        text for broken, text in (
+            (section.layout != "cache", f"dataset.layout: cache (it is {section.layout!r})"),
+            (section.crop not in DEVICE_CROPS, f"dataset.crop one of {', '.join(DEVICE_CROPS)} "
+                                               f"(it is {section.crop!r})"),
+            (bool(two_d), f"3D backbones only (TSN segments of {', '.join(two_d)} stay on the "
+                          "host)"),
+        ) if broken
+    ]  # fmt: skip
+    if missing:
+        raise SpecError(
+            f"{spec.path}: key 'dataset.augment_on' is 'device', which needs "
+            f"{'; '.join(missing)}. Fix those, or set dataset.augment_on: auto (the device when "
+            "it can) or host."
+        )
+
+
 def augments_on_device(spec: Spec, data: TrialData, device: torch.device) -> bool:
     """Whether the trial's training clips are cropped, flipped and normalised on the device:
     `dataset.augment_on: device`, or `auto` on a GPU, when the clips come from a clip cache
@@ -213,17 +246,14 @@ def augments_on_device(spec: Spec, data: TrialData, device: torch.device) -> boo
         and train_set.protocol.crop in DEVICE_CROPS
     )  # fmt: skip
     if choice == "device" and not possible:
-        raise SpecError(
-            f"{spec.path}: key 'dataset.augment_on' is 'device', which needs training clips of a "
-            f"3D backbone read from the clip cache (dataset.layout: cache) with dataset.crop one "
-            f"of {', '.join(DEVICE_CROPS)}; this trial has layout {spec.dataset.layout!r} and "
-            f"crop {spec.dataset.crop!r}. Set augment_on: auto (or host)."
-        )
+        check_augmentation(spec)  # names what is missing (preflight has said it already)
+        raise SpecError(f"{spec.path}: key 'dataset.augment_on' is 'device': not possible here")
     return possible and (choice == "device" or (choice == "auto" and device.type == "cuda"))
 
 
 def train_loader(data: TrialData, *, on_device: bool, batch_size: int, workers: int, seed: int,
-                 device: torch.device, rank: int = 0, world: int = 1):  # fmt: skip
+                 device: torch.device, rank: int = 0,
+                 world: int = 1) -> DataLoader | DeviceAugmented:  # fmt: skip
     """The training batches: sliced from the cache and augmented on `device` (`on_device`), or
     made by `workers` DataLoader processes. Either way `loader.sampler.set_epoch` orders them."""
     if not on_device:
@@ -239,10 +269,11 @@ def loader_params(workers: int, device: torch.device, *, on_device: bool = False
     """How a trial's loaders are set up, as its run logs them (see `make_loader`; with the
     augmentation on the device, `workers` are the threads that slice the cache)."""
     return {
-        "loader.workers": workers,
+        "loader.workers": max(workers, 1) if on_device else workers,  # threads: at least one
         "loader.pin_memory": device.type == "cuda",
         "loader.persistent_workers": workers > 0 and not on_device,
         "loader.prefetch_factor": PREFETCH_BATCHES if workers > 0 and not on_device else 0,
         "loader.layout": layout,
         "loader.augment_on": "device" if on_device else "host",
+        "transform.resize": "INTER_LINEAR_EXACT",  # since the cache; before: INTER_LINEAR
     }

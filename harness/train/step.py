@@ -116,8 +116,8 @@ def compiled(model: nn.Module, settings: StepSettings) -> nn.Module:
 def to_device(clip: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     clip = clip.to(device, non_blocking=True)
     if channels_last and clip.dim() in (4, 5):
-        clip = clip.contiguous(memory_format=memory_format(clip.dim()))
-    return clip
+        return clip.contiguous(memory_format=memory_format(clip.dim()))
+    return clip.contiguous()  # a batch augmented on the device comes channels-last
 
 
 def forward(model: nn.Module, batch: dict, device: torch.device, channels_last: bool = False):

@@ -549,14 +549,26 @@ def test_a_run_from_the_cache_on_the_device_trains_as_from_the_files(
     assert results["cached"][0] and results["cached"][:2] == results["files"][:2], results
 
 
-def test_a_run_without_its_cache_stops_before_training(tiny, tmp_path, monkeypatch, capsys):
-    spec = _spec(tmp_path / "run", tiny, "nocache", "short_side: 48, layout: cache")
+SPEC_MISTAKES = {  # dataset keys of a spec that cannot run: what the exit-2 message says
+    "no cache": ("short_side: 48, layout: cache",
+                 ["holds no clip cache", "harness data cache folder", "--short-side 48"]),
+    "device augmentation without a cache": ("augment_on: device, crop: random", [
+        "dataset.augment_on", "dataset.layout: cache (it is 'files')",
+        "dataset.crop one of multiscale_corner, random_resized (it is 'random')"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake", SPEC_MISTAKES)
+def test_a_spec_the_cache_cannot_serve_stops_before_training(
+    mistake, tiny, tmp_path, monkeypatch, capsys
+):
+    data, said = SPEC_MISTAKES[mistake]
+    spec = _spec(tmp_path / "run", tiny, "mistake", data)
     monkeypatch.chdir(spec.parent)
     assert main(["run", str(spec), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "holds no clip cache" in err and "harness data cache folder" in err, err
-    assert "--short-side 48" in err, err
-    assert not _runs(spec.parent, "nocache")[1], "a trial ran without its cache"
+    assert all(text in err for text in said), err
+    assert not _runs(spec.parent, "mistake")[1], "a trial ran"
     assert not (spec.parent / "checkpoints").exists()
 
 
@@ -688,13 +700,3 @@ def test_a_failed_video_is_reported_unreadable_and_decoded_again(tiny, tmp_path)
         handle.truncate(frames.stat().st_size // 2)
     with pytest.raises(DataError, match="is damaged: frames-.* bytes, the index needs"):
         ClipCache(out)
-
-
-def test_augment_on_device_without_a_cache_stops_the_run(tiny, tmp_path, monkeypatch, capsys):
-    spec = _spec(tmp_path / "run", tiny, "wrongdevice", "augment_on: device, crop: random")
-    monkeypatch.chdir(spec.parent)
-    assert main(["run", str(spec), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "dataset.augment_on" in err and "dataset.layout: cache (it is 'files')" in err, err
-    assert "dataset.crop one of multiscale_corner, random_resized (it is 'random')" in err, err
-    assert not _runs(spec.parent, "wrongdevice")[1], "a trial ran"

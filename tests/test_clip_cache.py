@@ -570,6 +570,10 @@ def test_a_spec_the_cache_cannot_serve_stops_before_training(
     assert all(text in err for text in said), err
     assert not _runs(spec.parent, "mistake")[1], "a trial ran"
     assert not (spec.parent / "checkpoints").exists()
+    if mistake == "no cache":  # a dry run lists it among what this machine lacks
+        assert main(["run", str(spec), "--dry-run"]) == 2
+        out = capsys.readouterr().out
+        assert "clip cache:" in out and "harness data cache folder" in out, out
 
 
 @requires_gpu()

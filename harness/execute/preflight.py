@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import Spec, SpecError
-from harness.data.cache import default_folder, open_cache
+from harness.data.cache import INDEX_FILE, cache_command, open_cache
 from harness.data.datasets import open_dataset, require_present
 from harness.data.formats import FORMATS
 from harness.data.synthetic import synthetic_preset
-from harness.train.inputs import check_augmentation, dataset_config
+from harness.train.inputs import cache_folder, check_augmentation, dataset_config
 
 
 def readiness(spec: Spec) -> list[str]:
@@ -49,6 +49,8 @@ def _missing_data(spec: Spec) -> list[str]:
             f"Optionally decode once to JPEG frames for faster loading: `harness data prepare "
             f"{section.name} --root {section.root} --out <frames folder>`."
         )
+    if section.layout == "cache" and not absent:
+        missing += _missing_cache(spec)
     needs_flow = any(t.stream == "flow" for t in spec.trials)
     if needs_flow and not (section.flow_root and Path(section.flow_root).exists()):
         missing.append(
@@ -56,6 +58,19 @@ def _missing_data(spec: Spec) -> list[str]:
             f"trials need TSN-style flow images: `harness data flow {section.name} --root "
             f"{section.root} --out {section.flow_root or '<flow folder>'}` (TV-L1)."
         )
+    return missing
+
+
+def _missing_cache(spec: Spec) -> list[str]:
+    """`dataset.layout: cache` without a cache for a split: the command that builds it."""
+    missing = []
+    for split in dict.fromkeys(t.split for t in spec.trials):
+        config = dataset_config(spec, split)
+        folder = cache_folder(spec, config)
+        if not (folder / INDEX_FILE).is_file():
+            command = cache_command(config, spec.dataset.short_side, folder)
+            missing.append(f"clip cache: {str(folder)!r} holds none (dataset.layout: cache); "
+                           f"build it with `{command}`.")  # fmt: skip
     return missing
 
 
@@ -98,6 +113,4 @@ def _check_cache(spec: Spec, config, entries) -> None:
     """`dataset.layout: cache`: the cache exists at the spec's short side and no video changed
     since it was cached (sizes and times only; frame counts are checked when a trial opens
     it, against the frame index)."""
-    section = spec.dataset
-    folder = Path(section.cache) if section.cache else default_folder(config, section.short_side)
-    open_cache(folder, config, entries, {}, section.short_side)
+    open_cache(cache_folder(spec, config), config, entries, {}, spec.dataset.short_side)

@@ -112,11 +112,17 @@ def clip_reader(spec: Spec, config: DatasetConfig, entries: list[Entry],
     if section.layout == "files":
         advise_cache(spec, config, entries, indexes)
         return FrameReader(config.root, indexes, short_side=section.short_side)
-    folder = Path(section.cache) if section.cache else default_folder(config, section.short_side)
+    folder = cache_folder(spec, config)
     if synthetic_preset(section.root) is not None and not (folder / INDEX_FILE).is_file():
         print(f"caching the decoded synthetic dataset into {folder} (first use)")
         build_cache(config, folder, short_side=section.short_side)
     return CacheReader(open_cache(folder, config, entries, indexes, section.short_side))
+
+
+def cache_folder(spec: Spec, config: DatasetConfig) -> Path:
+    """Where the spec's clip cache is: `dataset.cache`, else `harness data cache`'s default."""
+    section = spec.dataset
+    return Path(section.cache) if section.cache else default_folder(config, section.short_side)
 
 
 _ADVISED: set[Path] = set()  # roots whose cache advice this process has printed

@@ -203,11 +203,7 @@ def _random_resized_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, 
 
 
 def _resize_short_side(clip: np.ndarray, size: int) -> np.ndarray:
-    h, w = clip.shape[1:3]
-    if min(h, w) == size:
-        return clip
-    scale = size / min(h, w)
-    return _resize(clip, max(size, round(h * scale)), max(size, round(w * scale)))
+    return _resize(clip, *short_side_shape(*clip.shape[1:3], size))
 
 
 def short_side_shape(height: int, width: int, side: int) -> tuple[int, int]:
@@ -225,9 +221,7 @@ def store_resize(clip: np.ndarray, side: int) -> np.ndarray:
     height, width = short_side_shape(*clip.shape[1:3], side)
     if clip.shape[1:3] == (height, width):
         return clip
-    return np.stack(
-        [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in clip]
-    ).reshape(len(clip), height, width, -1)
+    return _each_frame(clip, height, width, cv2.INTER_AREA)
 
 
 def _centre_crop(clip: np.ndarray, size: int) -> np.ndarray:
@@ -245,13 +239,14 @@ def _resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
     # in groups of at most 4 channels: for a box exactly twice the output, OpenCV takes its
     # area path, which rounds ties to even above 4 channels (half up, as here, up to 4)
     groups = [np.ascontiguousarray(clip[..., c : c + 4]) for c in range(0, clip.shape[-1], 4)]
-    resized = [
-        np.stack(
-            [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR_EXACT) for f in g]
-        ).reshape(len(clip), height, width, -1)  # keeps a 1-channel axis
-        for g in groups
-    ]
+    resized = [_each_frame(g, height, width, cv2.INTER_LINEAR_EXACT) for g in groups]
     return resized[0] if len(resized) == 1 else np.concatenate(resized, axis=-1)
+
+
+def _each_frame(clip: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:
+    """`cv2.resize` of every frame of `(T, H, W, C)`, keeping a 1-channel axis."""
+    resized = [cv2.resize(f, (width, height), interpolation=interpolation) for f in clip]
+    return np.stack(resized).reshape(len(clip), height, width, -1)
 
 
 def to_tensor(clip: np.ndarray, normalisation: str) -> torch.Tensor:

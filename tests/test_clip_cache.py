@@ -397,11 +397,15 @@ def test_a_cache_of_another_side_version_or_none_is_refused(tiny, tmp_path):
         assert "short side 32" in message and named in message, message
     index = out / "index.json"
     header = json.loads(index.read_text())
+    (out / "frames.u8").write_bytes(b"an older version's frames")
+    (out / "frames-dead.u8.partial").write_bytes(b"a killed build's")
     index.write_text(json.dumps(header | {"version": 99}))
     with pytest.raises(DataError, match="version 99 clip cache"):
         open_cache(out, config, entries, indexes, 32)
     counts = build_cache(config, out, short_side=32, workers=1)  # rebuilt, not reused
     assert (counts["decoded"], counts["reused"]) == (2, 0), counts
+    left = sorted(p.name for p in out.iterdir() if p.name not in ("index.json", ".lock"))
+    assert left == [ClipCache(out).frames_file], "older frames and partial files are removed"
     open_cache(out, config, entries, indexes, 32)
     index.write_text("{not json")
     with pytest.raises(DataError, match="not a readable clip cache index"):

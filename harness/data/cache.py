@@ -320,6 +320,8 @@ def _locked(out: Path) -> Iterator[None]:
         raise DataError(f"cannot write the clip cache into {str(out)!r}: {error}") from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        for partial in out.glob("*.partial"):  # left by a build that was killed
+            partial.unlink(missing_ok=True)
         yield
 
 
@@ -362,8 +364,9 @@ def _write(out: Path, root: Path, previous: ClipCache | None, reused: list[str],
     finally:
         partial.unlink(missing_ok=True)
         index_partial.unlink(missing_ok=True)
-    if previous is not None and previous.frames_file != name:
-        (out / previous.frames_file).unlink(missing_ok=True)  # open maps keep reading it
+    for stale in out.glob("frames*.u8"):  # the previous store's (open maps keep reading it)
+        if stale.name != name:  # and any older one, e.g. of another cache version
+            stale.unlink(missing_ok=True)
     return records
 
 

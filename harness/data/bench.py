@@ -58,9 +58,9 @@ def bench_data(
         row = _rates(TrainClips(prepared, prepared_entries, protocol), clips, workers)
         results["prepared"] = row | {"bytes": _folder_bytes(prepared_root, prepared_entries)}
     if cache_folder is not None:
-        cache = ClipCache(cache_folder)
-        checked = open_cache(cache_folder, config, entries, reader.indexes, cache.short_side)
-        cached = TrainClips(CacheReader(checked), entries, protocol)
+        side = ClipCache(cache_folder).short_side  # whatever it is: the bench checks the rest
+        cache = open_cache(cache_folder, config, entries, reader.indexes, side)
+        cached = TrainClips(CacheReader(cache), entries, protocol)
         size = sum(cache.videos[e.found].bytes for e in entries)
         results["cache"] = _rates(cached, clips, workers) | {"bytes": size}
         results["cache_slices"] = _slice_rates(cached, clips, workers) | {"bytes": size}

@@ -43,6 +43,7 @@ from harness.data.datasets import (
     Entry,
     FrameIndex,
     cache_dir,
+    listed_reasons,
     open_dataset,
     source_stamp,
 )
@@ -234,12 +235,10 @@ def open_cache(folder: Path, config: DatasetConfig, entries: list[Entry],
     _warn_decoder(cache)
     stale = cache.problems(config.root, entries, indexes)
     if stale:
-        shown = "; ".join(f"{path} ({why})" for path, why in list(stale.items())[:5])
-        more = f"; … ({len(stale)} in all)" if len(stale) > 5 else ""
         raise DataError(
             f"the clip cache {str(folder)!r} cannot be used for {len(stale)} of {len(entries)} "
-            f"videos of {config.name} split {config.split}: {shown}{more}. Update it with "
-            f"`{rebuild}` (unchanged videos are copied, only these are decoded again)."
+            f"videos of {config.name} split {config.split}: {listed_reasons(stale)}. Update it "
+            f"with `{rebuild}` (unchanged videos are copied, only these are decoded again)."
         )
     return cache
 

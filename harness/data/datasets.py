@@ -226,16 +226,20 @@ def _unreadable_reason(entry: Entry, index: VideoIndex) -> str:
     return f"no frame decodes ({index.error})" if index.error else "no frame decodes"
 
 
+def listed_reasons(reasons: dict[str, str], shown: int = 5) -> str:
+    """`path (reason); path (reason); … (N in all)`: the first `shown` of `reasons`."""
+    listed = "; ".join(f"{path} ({reason})" for path, reason in list(reasons.items())[:shown])
+    return listed + (f"; … ({len(reasons)} in all)" if len(reasons) > shown else "")
+
+
 def unreadable_message(unreadable: dict[str, str], total: int, *, shown: int = 5) -> str:
     """One paragraph naming the videos `FrameIndex.lookup` found unreadable ('' when none)."""
     if not unreadable:
         return ""
-    listed = "; ".join(f"{path} ({reason})" for path, reason in list(unreadable.items())[:shown])
-    more = f"; … ({len(unreadable)} in all)" if len(unreadable) > shown else ""
     return (
         f"{len(unreadable)} of {total} videos cannot be read and are left out of training (and "
-        f"unscored in evaluation): {listed}{more}. Re-encode or replace them, or remove their "
-        "lines from the split lists; 'harness data check' lists them all."
+        f"unscored in evaluation): {listed_reasons(unreadable, shown)}. Re-encode or replace "
+        "them, or remove their lines from the split lists; 'harness data check' lists them all."
     )
 
 

@@ -29,6 +29,8 @@ as a ratio to that measurement, not to a hardware peak.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import resource
 import time
 from collections.abc import Callable
@@ -196,8 +198,7 @@ def _fed_loop(model, loader: DeviceAugmented, settings: StepSettings, device: to
 def _supplier(batches: list[dict] | DeviceAugmented) -> Callable[[], dict]:
     """The next batch: from the in-memory list in turn, or from the loader, epoch after epoch."""
     if isinstance(batches, list):
-        turn = iter(range(1 << 62))
-        return lambda: batches[next(turn) % len(batches)]
+        return functools.partial(next, itertools.cycle(batches))
     state = {"iterator": iter(batches)}
 
     def take() -> dict:

@@ -56,6 +56,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     synth.set_defaults(command=_synth)
 
     check = sub.add_parser("check", help="counts and health of a dataset split")
@@ -88,8 +89,9 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    require_positive(args, "workers")
     start = time.perf_counter()
-    root = write_synthetic(args.out, args.preset, args.seed)
+    root = write_synthetic(args.out, args.preset, args.seed, args.workers)
     preset = PRESETS[args.preset]
     videos = preset.classes * 25 * preset.clips_per_group
     print(

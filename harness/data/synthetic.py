@@ -20,6 +20,8 @@ Layout, as UCF101 is distributed::
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,20 +64,36 @@ def class_names(count: int) -> list[str]:
     return names[:count]
 
 
-def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Write the dataset under `out`; returns the video root (`out/UCF-101`)."""
+def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0,
+                    workers: int | None = None) -> Path:  # fmt: skip
+    """Write the dataset under `out` with `workers` processes (None: every core); returns the
+    video root (`out/UCF-101`). Each clip draws from its own generator, seeded by
+    `(seed, label, group, clip)`, so the files do not depend on `workers`."""
     config = PRESETS[preset]
     classes = class_names(config.classes)
     video_root = out / "UCF-101"
+    jobs = []
     for label, name in enumerate(classes):
         (video_root / name).mkdir(parents=True, exist_ok=True)
         for group in range(1, GROUPS + 1):
             for clip in range(1, config.clips_per_group + 1):
-                rng = np.random.default_rng([seed, label, group, clip])
-                frames = render_clip(name, config, rng)
-                encode_avi(video_root / name / clip_name(name, group, clip), frames)
+                jobs.append((video_root, preset, seed, label, name, group, clip))
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers == 1:
+        for job in jobs:
+            _write_clip(job)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_clip, jobs, chunksize=4))
     write_split_lists(out / "ucfTrainTestlist", classes, config.clips_per_group)
     return video_root
+
+
+def _write_clip(job: tuple[Path, str, int, int, str, int, int]) -> None:
+    video_root, preset, seed, label, name, group, clip = job
+    rng = np.random.default_rng([seed, label, group, clip])
+    frames = render_clip(name, PRESETS[preset], rng)
+    encode_avi(video_root / name / clip_name(name, group, clip), frames)
 
 
 def clip_name(name: str, group: int, clip: int) -> str:

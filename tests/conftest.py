@@ -15,13 +15,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the checkout; HARNESS_SHARED names a copy where it does not travel (tools/gpu)
+SHARED = Path(os.environ.get("HARNESS_SHARED") or ROOT.parent / "shared")
 FIXTURES_REASON = "needs ../shared/fixtures beside the checkout (README, Development)"
 
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request, monkeypatch) -> None:
+    """A test not marked `gpu` tests the CPU path, also on a machine with a GPU: its exact
+    expectations (CPU speed settings, bit-equal losses across processes) are the CPU's. The
+    `harness`, `torchrun` and Dask processes it starts inherit an empty CUDA_VISIBLE_DEVICES;
+    in this process, every device choice goes through `torch.cuda.is_available`."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
 def requires_gpu() -> pytest.MarkDecorator:

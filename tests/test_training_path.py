@@ -124,6 +124,17 @@ def test_backend_flags_are_restored_after_a_deterministic_trial():
     assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
 
 
+def test_the_benchmarks_fp32_reference_turns_tf32_off_and_restores_it():
+    """cuDNN convolves fp32 in TF32 by default on a GPU: the plain-fp32 loop the speed-up is
+    measured against must not, and a run after it keeps torch's default."""
+    default = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    assert default[0], "torch's default: TF32 convolutions"
+    assert resolve_settings(TrainSection(), CUDA).ieee_fp32 is False
+    with backend_flags(StepSettings.reference(), CPU):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == default
+
+
 def test_the_global_batch_must_divide_among_the_ranks():
     two = distributed.Group(0, 2, CPU)
     assert distributed.rank_batch(8, two) == 4
@@ -243,3 +254,15 @@ def test_torchrun_one_rank_on_nccl_trains_and_evaluates(tmp_path):
     assert run.info.status == "FINISHED" and "video_top1" in run.data.metrics
     assert run.data.metrics["ddp_world_size"] == 1  # the NCCL group's collectives ran
     assert run.data.tags["ddp_params_identical"] == "true"
+
+
+def test_more_torchrun_ranks_than_gpus_is_a_config_error_before_nccl(monkeypatch):
+    """NCCL needs a GPU per rank: rank 1 of 2 on a one-GPU machine stops with both numbers,
+    before `set_device` fails with "invalid device ordinal"."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in {"RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+                        "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"started 2 ranks .* has 1 GPU\(s\).*--nproc-per-node 1"):
+        distributed.init_from_env()

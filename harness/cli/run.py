@@ -17,7 +17,7 @@ from harness.execute.sweep import run_spec
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import sqlite_path
 from harness.train.checkpoint import CHECKPOINTS
-from harness.train.distributed import barrier, init_from_env
+from harness.train.distributed import barrier, init_from_env, leave
 from harness.train.step import CUBLAS_DETERMINISTIC
 from registry import ConfigError
 
@@ -78,14 +78,17 @@ def _run(args: argparse.Namespace) -> int:
         # cuBLAS reads this once per process, before its first call: set it before CUDA starts
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     group = init_from_env()  # under torchrun: one DDP trial over the ranks
-    if not group.main:
-        barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
-    store = open_store(uri, spec.name)
-    if group.main:
-        barrier()
-    summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
-                       jobs=args.jobs, scheduler=args.scheduler,
-                       per_gpu=args.per_gpu)  # fmt: skip
+    try:
+        if not group.main:
+            barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
+        store = open_store(uri, spec.name)
+        if group.main:
+            barrier()
+        summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
+                           jobs=args.jobs, scheduler=args.scheduler,
+                           per_gpu=args.per_gpu)  # fmt: skip
+    finally:
+        leave()
     if group.main:  # under torchrun, one summary
         _print_summary(spec, summary, uri, time.perf_counter() - started)
     if summary.missing:

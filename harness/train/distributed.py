@@ -49,11 +49,27 @@ def init_from_env() -> Group:
     """Join the process group `torchrun` describes in the environment (once; a torchrun of one
     rank too, so its collectives run as they would with more); alone otherwise."""
     if "RANK" in os.environ and "MASTER_ADDR" in os.environ and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        if not torch.cuda.is_available():
+            dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
+            return current()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ConfigError(
+                f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} ranks on "
+                f"this machine but it has {gpus} GPU(s): NCCL needs one GPU per rank. Use "
+                f"`torchrun --nproc-per-node {gpus}`, or CUDA_VISIBLE_DEVICES= for CPU ranks."
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT, device_id=device)
     return current()
+
+
+def leave() -> None:
+    """Leave the process group, if this process joined one (NCCL wants it before exit)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> Group:

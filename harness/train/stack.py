@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.device import synchronize
+from harness.train.step import StepSettings, backend_flags
 
 BF16_TOLERANCE = 2e-2  # relative (Frobenius) error; bf16 keeps 8 significant bits (≈ 4e-3)
 
@@ -36,13 +37,14 @@ class Conv3dCheck:
 def conv3d_check(
     device: torch.device, *, channels: int = 64, frames: int = 8, side: int = 28, repeats: int = 5
 ) -> Conv3dCheck:
-    """One 3×3×3 convolution (batch 4) in fp32 and under bf16 autocast: their relative error
-    and the time ratio."""
+    """One 3×3×3 convolution (batch 4) in IEEE fp32 and under bf16 autocast: their relative
+    error and the time ratio."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, channels, frames, side, side, generator=generator).to(device)
     conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
     with torch.no_grad():
-        exact, fp32_seconds = _timed(lambda: conv(x), device, repeats)
+        with backend_flags(StepSettings.reference(), device):  # IEEE fp32, not TF32
+            exact, fp32_seconds = _timed(lambda: conv(x), device, repeats)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             rounded, bf16_seconds = _timed(lambda: conv(x), device, repeats)
     error = (rounded.float() - exact).norm() / exact.norm().clamp_min(1e-12)

@@ -34,15 +34,19 @@ class StepSettings:
     cudnn_benchmark: bool = False
     compile: bool = False
     deterministic: bool = False
+    ieee_fp32: bool = False  # no TF32: cuDNN convolves fp32 in TF32 by default on Ampere and later
 
     @classmethod
     def reference(cls) -> StepSettings:
-        """Plain eager fp32: default memory layout, foreach optimiser, no autotuning."""
-        return cls()
+        """Plain eager fp32: default memory layout, foreach optimiser, no autotuning, and IEEE
+        fp32 arithmetic (no TF32 convolutions)."""
+        return cls(ieee_fp32=True)
 
     def params(self) -> dict[str, bool]:
-        """As a run logs them: `train.<name>` with the resolved value."""
-        return {f"train.{name}": value for name, value in asdict(self).items()}
+        """As a run logs them: `train.<name>` with the resolved value (a run's convolutions
+        follow torch's TF32 default, so `ieee_fp32`, the benchmark's, is not among them)."""
+        return {f"train.{name}": value for name, value in asdict(self).items()
+                if name != "ieee_fp32"}  # fmt: skip
 
 
 def resolve_settings(train: TrainSection, device: torch.device) -> StepSettings:
@@ -60,13 +64,15 @@ def resolve_settings(train: TrainSection, device: torch.device) -> StepSettings:
         cudnn_benchmark=gpu and not train.deterministic if benchmark is None else benchmark,
         compile=train.compile,
         deterministic=train.deterministic,
+        ieee_fp32=not gpu,  # what a CPU computes anyway; on a GPU, torch's TF32 default
     )
 
 
 @contextlib.contextmanager
 def backend_flags(settings: StepSettings, device: torch.device) -> Iterator[None]:
-    """cuDNN autotuning and deterministic algorithms as `settings` ask, restored afterwards (a
-    process that runs several trials, or the benchmark's two loops, must not inherit them)."""
+    """cuDNN autotuning, deterministic algorithms and (for `ieee_fp32`) no TF32, as `settings`
+    ask, restored afterwards (a process that runs several trials, or the benchmark's two loops,
+    must not inherit them)."""
     saved = (
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
@@ -79,11 +85,15 @@ def backend_flags(settings: StepSettings, device: torch.device) -> Iterator[None
     torch.backends.cudnn.deterministic = settings.deterministic
     # CUDA's 3D pooling backward has no deterministic kernel: torch warns there, not fails
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    if settings.ieee_fp32:  # legacy flags: torch refuses to read them after its newer setters
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def autocast(settings: StepSettings, device: torch.device):

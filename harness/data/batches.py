@@ -42,6 +42,8 @@ class ClipBatches:
         self.train_set, self.batch_size = train_set, batch_size
         self.threads, self.pin = max(threads, 1), pin
         self.sampler = EpochShuffle(len(train_set), seed, rank, world)
+        self._pool: ThreadPoolExecutor | None = None
+        self._started: dict[int, deque[Future]] = {}  # epoch → its first batches, under way
 
     def __len__(self) -> int:
         items = len(self.sampler)
@@ -52,17 +54,53 @@ class ClipBatches:
         return len(self.sampler) > self.batch_size
 
     def __iter__(self) -> Iterator[dict]:
-        items = list(self.sampler)
-        chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-        chunks = chunks[: len(self)]
-        pending: deque[Future] = deque()
-        with ThreadPoolExecutor(self.threads) as pool:
-            for chunk in chunks:
-                pending.append(pool.submit(self.batch, chunk))
-                if len(pending) > self.threads * BATCHES_AHEAD_PER_THREAD:
-                    yield pending.popleft().result()
-            while pending:
+        """This epoch's batches, `threads` × `BATCHES_AHEAD_PER_THREAD` in flight; while the
+        last ones are taken, the next epoch's first batches are started, so an epoch does not
+        open on an empty queue (they are dropped if the loop asks for another epoch)."""
+        epoch, pool = self.sampler.epoch, self._threads()
+        pending = self._started.pop(epoch, deque())
+        self._cancel_started()
+        chunks = self._chunks(epoch)
+        ahead = self.threads * BATCHES_AHEAD_PER_THREAD
+        for chunk in chunks[len(pending) :]:
+            pending.append(pool.submit(self.batch, chunk))
+            if len(pending) > ahead:
                 yield pending.popleft().result()
+        following = iter(self._chunks(epoch + 1)[:ahead])
+        started = self._started.setdefault(epoch + 1, deque())
+        while pending:
+            chunk = next(following, None)
+            if chunk is not None:
+                started.append(pool.submit(self.batch, chunk))
+            yield pending.popleft().result()
+
+    def _chunks(self, epoch: int) -> list[list[int]]:
+        """Epoch `epoch`'s items in batches, as `make_loader` cuts them."""
+        order = EpochShuffle(self.sampler.size, self.sampler.seed, self.sampler.rank,
+                             self.sampler.world)  # fmt: skip
+        order.set_epoch(epoch)
+        items = list(order)
+        chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        return chunks[: len(self)]
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The slicing threads, kept across epochs (as the DataLoader's persistent workers)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="clip-batches")
+        return self._pool
+
+    def _cancel_started(self) -> None:
+        for futures in self._started.values():
+            for future in futures:
+                future.cancel()
+        self._started.clear()
+
+    def close(self) -> None:
+        """Stop the threads now (they also stop when this object is collected)."""
+        self._cancel_started()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def batch(self, items: list[int]) -> dict:
         """One batch: every clip's plan drawn, then its box copied out of the map."""

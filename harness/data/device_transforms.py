@@ -17,6 +17,7 @@ Clips travel as `(N, T, H, W, C)` uint8 until `normalise`, which returns `(N, C,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,8 +60,26 @@ def _tables(boxes: Sequence[Sequence[int]], size: int, axis: int, device: torch.
         start, extent = box[axis], box[2 + axis]
         first, second, weight = linear_exact_table(int(extent), size)
         columns.append((first + start, second + start, weight))
-    stacked = [torch.from_numpy(np.stack(part)) for part in zip(*columns, strict=True)]
-    return [t.to(device, non_blocking=True) for t in stacked]
+    return [_to_device(torch.from_numpy(np.stack(part)), device)
+            for part in zip(*columns, strict=True)]  # fmt: skip
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without waiting for the device's queued work: a copy from
+    pageable memory can wait for the stream, one from pinned memory does not."""
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+@functools.cache
+def _statistics(normalisation: str, channels: int, device: torch.device):
+    """The normalisation's mean and std per channel, `(1, C, 1, 1, 1)` on `device`, made once
+    (a tensor made on the GPU per batch would make the host wait for the step before it)."""
+    _, mean, std = NORMALISATIONS[normalisation]
+    repeat = channels // len(mean)
+    made = [torch.tensor(values * repeat).view(1, -1, 1, 1, 1) for values in (mean, std)]
+    return [_to_device(tensor, device) for tensor in made]
 
 
 def crop_resize(frames: torch.Tensor, boxes: Sequence[Sequence[int]], size: int) -> torch.Tensor:
@@ -93,18 +112,16 @@ def flip(frames: torch.Tensor, flips: torch.Tensor, *, flow: bool) -> torch.Tens
     if flow:
         mirrored = mirrored.clone()
         mirrored[..., FLOW_X_CHANNELS] = 255 - mirrored[..., FLOW_X_CHANNELS]
-    chosen = flips.to(frames.device, non_blocking=True).view(-1, 1, 1, 1, 1)
+    chosen = _to_device(flips, frames.device).view(-1, 1, 1, 1, 1)
     return torch.where(chosen, mirrored, frames)
 
 
 def normalise(frames: torch.Tensor, normalisation: str) -> torch.Tensor:
     """`(N, T, H, W, C)` uint8 → `(N, C, T, H, W)` float32, as `to_tensor` does per clip."""
-    scale, mean, std = NORMALISATIONS[normalisation]
+    scale = NORMALISATIONS[normalisation][0]
     tensor = frames.permute(0, 4, 1, 2, 3).float()
-    channels = tensor.shape[1]
-    mean_t = torch.tensor(mean * (channels // len(mean)), device=frames.device)
-    std_t = torch.tensor(std * (channels // len(std)), device=frames.device)
-    return (tensor * scale - mean_t.view(1, -1, 1, 1, 1)) / std_t.view(1, -1, 1, 1, 1)
+    mean, std = _statistics(normalisation, tensor.shape[1], frames.device)
+    return (tensor * scale - mean) / std
 
 
 def augment(batch: dict, *, size: int, normalisation: str, device: torch.device,

@@ -38,6 +38,7 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_ui_serves_the_spec_runs(tmp_path: Path):
+    pytest.importorskip("flask", reason="mlflow-skinny: no web server (GPU machine, tools/gpu)")
     from mlflow.tracking import MlflowClient
 
     spec = tmp_path / "spec.yaml"
@@ -119,3 +120,20 @@ def _assert_stopped_whole(processes: set[int], port: int) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))  # raises if anything still listens there
+
+
+def test_ui_without_mlflows_web_server_says_what_to_install(tmp_path, monkeypatch, capsys):
+    """Where only `mlflow-skinny` is installed (no Flask), `harness ui` exits 2 naming the
+    package, before it picks a port or starts anything."""
+    from harness.cli import main, ui
+
+    real = ui.importlib.util.find_spec
+
+    def without_flask(name, *rest):
+        return None if name == "flask" else real(name, *rest)
+
+    monkeypatch.setattr(ui.importlib.util, "find_spec", without_flask)
+    assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    error = capsys.readouterr().err
+    assert "pip install mlflow" in error and "Flask is not installed" in error
+    assert "Traceback" not in error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import os
 import signal
 import socket
@@ -37,10 +38,22 @@ def _ui(args: argparse.Namespace) -> int:
         address = _page(uri, spec, redacted(uri).rstrip("/"))
         print(f"MLflow UI for {redacted(uri)}, served by that server: {address}")
         return 0
+    _require_mlflow_server(uri)
     port = _free_port(args.port)
     address = _page(uri, spec, f"http://127.0.0.1:{port}")
     print(f"MLflow UI for {redacted(uri)}: {address}  (Ctrl-C stops it)", flush=True)
     return serve(ui_command(uri, port))
+
+
+def _require_mlflow_server(uri: str) -> None:
+    """The UI is MLflow's web server, which `mlflow-skinny` (the client alone) lacks."""
+    if importlib.util.find_spec("flask") is None:
+        raise ConfigError(
+            f"harness ui needs MLflow's web server, which this Python lacks (Flask is not "
+            f"installed: `mlflow-skinny` has the tracking client only). Install the full package "
+            f"with `pip install mlflow`; meanwhile the runs in {redacted(uri)} are intact, and "
+            f"`harness report` reads them without the UI."
+        )
 
 
 class _Stopped(Exception):

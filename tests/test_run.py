@@ -243,3 +243,16 @@ def test_a_failing_trial_does_not_stop_the_others(tmp_path):
         "resnet3d_10-eam-stage_output-f8-s32-c5-split1-seed0": "FAILED",
         "resnet3d_10-none-stage_output-f8-s32-c5-split1-seed0": "FINISHED",
     }
+
+
+def test_a_copy_outside_git_names_its_commit_from_the_environment(monkeypatch):
+    """A working tree sent without .git (the GPU machine's copy) tags its runs with the commit
+    HARNESS_GIT_COMMIT names; a checkout asks git, whatever that variable says."""
+    from harness.tracking import provenance
+
+    monkeypatch.setenv("HARNESS_GIT_COMMIT", "0123abcd")
+    assert provenance.git_commit() not in ("0123abcd", "unknown")  # this checkout's own
+    monkeypatch.setenv("PATH", "")  # no git to ask, as outside a checkout
+    assert provenance.git_commit() == "0123abcd"
+    monkeypatch.delenv("HARNESS_GIT_COMMIT")
+    assert provenance.git_commit() == "unknown"

@@ -3,6 +3,7 @@ logged as run tags so that a report can say which code and stack produced each n
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -20,20 +21,28 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
+ALSO_PUBLISHED_AS = {"mlflow": "mlflow-skinny"}  # the same module, without the web server
+
+
 def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    for name in (package, ALSO_PUBLISHED_AS.get(package)):
+        try:
+            return metadata.version(name) if name else "unknown"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def git_commit() -> str:
-    """The commit of the harness's own checkout, wherever it is run from; "unknown" outside git."""
+    """The commit of the harness's own checkout, wherever it is run from. A copy of the code
+    outside git (a working tree sent to another machine) names it in HARNESS_GIT_COMMIT;
+    otherwise "unknown"."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
             cwd=Path(__file__).parent,
         )  # fmt: skip
-        return done.stdout.strip() or "unknown"
+        commit = done.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        commit = ""
+    return commit or os.environ.get("HARNESS_GIT_COMMIT") or "unknown"

@@ -124,7 +124,7 @@ def _assert_stopped_whole(processes: set[int], port: int) -> None:
 
 def test_ui_without_mlflows_web_server_says_what_to_install(tmp_path, monkeypatch, capsys):
     """Where only `mlflow-skinny` is installed (no Flask), `harness ui` exits 2 naming the
-    package, before it picks a port or starts anything."""
+    package, after its checks of the store and port and before it starts anything."""
     from harness.cli import main, ui
 
     real = ui.importlib.util.find_spec
@@ -133,7 +133,8 @@ def test_ui_without_mlflows_web_server_says_what_to_install(tmp_path, monkeypatc
         return None if name == "flask" else real(name, *rest)
 
     monkeypatch.setattr(ui.importlib.util, "find_spec", without_flask)
-    assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["ui", "--tracking-uri", uri, "--port", str(free_port())]) == 2
     error = capsys.readouterr().err
     assert "pip install mlflow" in error and "Flask is not installed" in error
     assert "Traceback" not in error

@@ -38,9 +38,9 @@ def _ui(args: argparse.Namespace) -> int:
         address = _page(uri, spec, redacted(uri).rstrip("/"))
         print(f"MLflow UI for {redacted(uri)}, served by that server: {address}")
         return 0
-    _require_mlflow_server(uri)
     port = _free_port(args.port)
     address = _page(uri, spec, f"http://127.0.0.1:{port}")
+    _require_mlflow_server(uri)
     print(f"MLflow UI for {redacted(uri)}: {address}  (Ctrl-C stops it)", flush=True)
     return serve(ui_command(uri, port))
 

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Issue 19's GPU proof, run on the device tool's GPU machine, a few steps per call:
+#   bash tools/gpu/proof.sh STEP...     (carry: .whl .gpu; see tools/gpu/README.md)
+# Steps: gpu-tests suite bench smoke study quickstart. Each writes its logs (and results) under
+# $OUT, which comes back, and stops at its own time limits (seconds in the environment, e.g.
+# SUITE_S=300) so that a call returns what it finished. Every step runs even if one before failed;
+# $OUT/steps.txt lists each command's exit, and the exit status is the number that failed.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export HARNESS_SHARED=$PWD/.gpu/shared HARNESS_CACHE=/tmp/harness-cache
+export HARNESS_GIT_COMMIT=$(cat .gpu/commit 2>/dev/null || echo unknown)
+CORES=$(nproc)
+WORK=/tmp/proof  # outside the checkout; the study's store lives here (its artifact paths too)
+mkdir -p "$WORK"
+
+setup() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "${WHEELS:-.whl}"/*.whl || return 1
+  export PYTHONPATH=/tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
+  {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    echo "cores: $CORES; commit: $HARNESS_GIT_COMMIT"
+    python3 tools/gpu/environment.py
+  } 2>&1 | tee "$OUT/environment.txt"
+}
+
+harness() { python3 -m harness "$@"; }
+
+timed() {  # timed NAME SECONDS COMMAND...: runs it under a time limit, logs to $OUT/NAME.log
+  local name=$1 limit=$2 started=$SECONDS
+  shift 2
+  timeout --kill-after=20 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local code=$?
+  echo "$name: exit $code in $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+  return $code
+}
+
+step_gpu_tests() {
+  timed gpu-tests "${GPU_TESTS_S:-300}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider
+  local code=$?
+  tail -n 15 "$OUT/gpu-tests.log"
+  return $code
+}
+
+step_suite() {  # the whole suite; tests not marked gpu run the CPU path (tests/conftest.py)
+  timed suite "${SUITE_S:-420}" python3 -m pytest -q -n "$CORES" --dist load -rs \
+    -p no:cacheprovider --junitxml="$OUT/suite.xml"
+  local code=$?
+  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/suite.log" | tail -n 40
+  return $code
+}
+
+step_bench() {  # training throughput, EAM's overhead, then the data path against it
+  local bench=$WORK/bench
+  timed bench-train-r50 "${BENCH_S:-150}" harness bench train resnet3d_50 --frames 16 \
+    --size 112 --batch 32 --json
+  timed bench-train-r50-eam "${BENCH_S:-150}" harness bench train resnet3d_50 --frames 16 \
+    --size 112 --batch 32 --attention eam --placement stage_output --json
+  timed synth-bench 120 harness data synth --preset bench --out "$bench"
+  timed prepare-bench 120 harness data prepare synthetic --root "$bench/UCF-101" \
+    --out "$bench/frames"
+  timed cache-bench 120 harness data cache synthetic --root "$bench/UCF-101" \
+    --out "$bench/cache"
+  timed bench-train-cache "${BENCH_S:-150}" harness bench train resnet3d_50 --frames 16 \
+    --size 112 --batch 32 --cache "$bench/cache" --json
+  local rate
+  rate=$(python3 tools/gpu/environment.py --clips-per-s "$OUT/bench-train-r50.log")
+  timed bench-data "${BENCH_S:-150}" harness bench data synthetic --root "$bench/UCF-101" \
+    --split-dir "$bench/ucfTrainTestlist" --prepared "$bench/frames" --cache "$bench/cache" \
+    --workers "$CORES" --cores "$CORES" --train-rate "${rate:-1000}"
+  local code=$?
+  tail -n 30 "$OUT"/bench-train-*.log "$OUT/bench-data.log" | grep -v '^ *"' | tail -n 60
+  return $code
+}
+
+step_smoke() {  # every spec's smoke run, four at a time, each into its own store
+  local smoke=$WORK/smoke started=$SECONDS
+  mkdir -p "$smoke"
+  ls experiments/*.yaml | xargs -P 4 -I{} bash -c '
+    spec={}; name=$(basename "$spec" .yaml); begun=$SECONDS
+    timeout '"${SMOKE_S:-400}"' python3 -m harness run "$spec" --smoke --no-progress \
+      --tracking-uri "sqlite:///'"$smoke"'/$name.db" >"'"$OUT"'/smoke-$name.log" 2>&1
+    echo "$name exit $? in $((SECONDS - begun)) s"' | sort | tee "$OUT/smoke.txt"
+  local failed
+  failed=$(grep -cv " exit 0 in" "$OUT/smoke.txt")
+  echo "smoke (every spec): exit $failed in $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+  tar -czf "$OUT/smoke-logs.tgz" -C "$OUT" $(cd "$OUT" && ls smoke-*.log) && rm -f "$OUT"/smoke-*.log
+}
+
+step_study() {  # EAM Table 4's ResNet-50 rows, 3 seeds, on synthetic `large`
+  local spec=experiments/study_table4_r50_synthetic.yaml
+  timed synth-large 300 python3 -c "from harness.data.synthetic import materialise as m; m('large')"
+  local epochs=()  # the spec's own, unless EPOCHS overrides it (the report then needs the same)
+  [ -n "${EPOCHS:-}" ] && epochs=(--set "train.epochs=$EPOCHS")
+  (cd "$WORK" && timed study "${STUDY_S:-420}" python3 -m harness run "$OLDPWD/$spec" \
+    --no-progress --jobs "${JOBS:-3}" --per-gpu "${JOBS:-3}" "${epochs[@]}")
+  local code=$?
+  tail -n 25 "$OUT/study.log"
+  tar -czf "$OUT/study-store.tgz" -C "$WORK" mlflow.db mlruns 2>/dev/null
+  return $code
+}
+
+step_quickstart() {  # the README's main job on the GPU, and its data/compute split
+  (cd "$WORK" && timed quickstart "${QUICKSTART_S:-300}" python3 -m harness run \
+    "$OLDPWD/experiments/quickstart.yaml" --no-progress --tracking-uri sqlite:///quick.db)
+  local code=$?
+  python3 tools/gpu/environment.py --split "sqlite:///$WORK/quick.db" quickstart \
+    | tee "$OUT/quickstart-split.txt"
+  return $code
+}
+
+setup || { echo "setup failed" | tee -a "$OUT/steps.txt"; exit 100; }
+for step in "$@"; do
+  "step_${step//-/_}"
+done
+echo "--- $OUT/steps.txt"
+cat "$OUT/steps.txt"
+exit "$(grep -cv ": exit 0 in" "$OUT/steps.txt")"

@@ -266,3 +266,27 @@ def test_more_torchrun_ranks_than_gpus_is_a_config_error_before_nccl(monkeypatch
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=r"started 2 ranks .* has 1 GPU\(s\).*--nproc-per-node 1"):
         distributed.init_from_env()
+
+
+def test_optimiser_state_takes_the_resumed_parameters_layout():
+    """A resume file written on the CPU (contiguous momentum) read by a channels-last model (a
+    GPU's run settings): the momentum takes the parameter's layout, values unchanged, as CUDA's
+    fused SGD needs."""
+    from harness.train.checkpoint import match_parameter_layouts
+
+    def conv():
+        torch.manual_seed(0)
+        return torch.nn.Conv3d(3, 4, 3)
+
+    saved = conv()
+    optimizer = torch.optim.SGD(saved.parameters(), lr=0.1, momentum=0.9)
+    saved(torch.randn(1, 3, 4, 6, 6)).sum().backward()
+    optimizer.step()
+    resumed = conv().to(memory_format=torch.channels_last_3d)
+    again = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
+    again.load_state_dict(optimizer.state_dict())
+    weight, momentum = resumed.weight, again.state[resumed.weight]["momentum_buffer"]
+    assert momentum.stride() != weight.stride()  # what load_state_dict alone leaves
+    match_parameter_layouts(again)
+    moved = again.state[resumed.weight]["momentum_buffer"]
+    assert moved.stride() == weight.stride() and torch.equal(moved, momentum)

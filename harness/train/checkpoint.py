@@ -71,11 +71,25 @@ def load_checkpoint(path: Path, model, optimizer, schedule, *, owner: str,
         return set_aside(path, problem)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    match_parameter_layouts(optimizer)
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda_rng"])
     return state["epoch"]
+
+
+def match_parameter_layouts(optimizer) -> None:
+    """Give each optimiser state tensor shaped like its parameter the parameter's memory layout.
+    A run saved on the CPU (contiguous) and resumed on a GPU (channels-last parameters) would
+    otherwise stop at its first step: CUDA's fused optimisers need one layout for both."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for name, value in state.items():
+                if (torch.is_tensor(value) and value.shape == parameter.shape
+                        and value.stride() != parameter.stride()):  # fmt: skip
+                    state[name] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
 
 
 def save_weights(path: Path, model) -> int:

@@ -13,6 +13,7 @@ through the DataLoader.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -76,8 +77,7 @@ class ClipBatches:
 
     def _chunks(self, epoch: int) -> list[list[int]]:
         """Epoch `epoch`'s items in batches, as `make_loader` cuts them."""
-        order = EpochShuffle(self.sampler.size, self.sampler.seed, self.sampler.rank,
-                             self.sampler.world)  # fmt: skip
+        order = copy.copy(self.sampler)  # the loop's sampler keeps its own epoch
         order.set_epoch(epoch)
         items = list(order)
         chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]

@@ -25,9 +25,9 @@ ALSO_PUBLISHED_AS = {"mlflow": "mlflow-skinny"}  # the same module, without the 
 
 
 def version(package: str) -> str:
-    for name in (package, ALSO_PUBLISHED_AS.get(package)):
+    for name in filter(None, (package, ALSO_PUBLISHED_AS.get(package))):
         try:
-            return metadata.version(name) if name else "unknown"
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return "unknown"

@@ -85,15 +85,25 @@ def backend_flags(settings: StepSettings, device: torch.device) -> Iterator[None
     torch.backends.cudnn.deterministic = settings.deterministic
     # CUDA's 3D pooling backward has no deterministic kernel: torch warns there, not fails
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
-    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    if settings.ieee_fp32:  # legacy flags: torch refuses to read them after its newer setters
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    # torch's legacy TF32 flags, touched only for `ieee_fp32` (reading them raises after a mix
+    # of torch's newer `fp32_precision` setters, which this code never calls)
+    tf32 = _tf32_flags(False) if settings.ieee_fp32 else None
     try:
         yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        if tf32 is not None:
+            _tf32_flags(*tf32)
+
+
+def _tf32_flags(cudnn: bool, matmul: bool | None = None) -> tuple[bool, bool]:
+    """Set whether cuDNN and cuBLAS may compute fp32 in TF32 (`matmul` None: as `cudnn`);
+    returns the flags as they were."""
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = cudnn
+    torch.backends.cuda.matmul.allow_tf32 = cudnn if matmul is None else matmul
+    return before
 
 
 def autocast(settings: StepSettings, device: torch.device):

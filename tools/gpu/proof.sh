@@ -41,17 +41,13 @@ timed() {  # timed NAME SECONDS COMMAND...: runs it under a time limit, logs to 
 
 step_gpu_tests() {
   timed gpu-tests "${GPU_TESTS_S:-300}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider
-  local code=$?
   tail -n 15 "$OUT/gpu-tests.log"
-  return $code
 }
 
 step_suite() {  # the whole suite; tests not marked gpu run the CPU path (tests/conftest.py)
   timed suite "${SUITE_S:-420}" python3 -m pytest -q -n "$CORES" --dist load -rs \
     -p no:cacheprovider --junitxml="$OUT/suite.xml"
-  local code=$?
   grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/suite.log" | tail -n 40
-  return $code
 }
 
 step_bench() {  # training throughput, EAM's overhead, then the data path against it
@@ -72,9 +68,7 @@ step_bench() {  # training throughput, EAM's overhead, then the data path agains
   timed bench-data "${BENCH_S:-150}" harness bench data synthetic --root "$bench/UCF-101" \
     --split-dir "$bench/ucfTrainTestlist" --prepared "$bench/frames" --cache "$bench/cache" \
     --workers "$CORES" --cores "$CORES" --train-rate "${rate:-1000}"
-  local code=$?
   tail -n 30 "$OUT"/bench-train-*.log "$OUT/bench-data.log" | grep -v '^ *"' | tail -n 60
-  return $code
 }
 
 step_smoke() {  # every spec's smoke run, four at a time, each into its own store
@@ -98,19 +92,15 @@ step_study() {  # EAM Table 4's ResNet-50 rows, 3 seeds, on synthetic `large`
   [ -n "${EPOCHS:-}" ] && epochs=(--set "train.epochs=$EPOCHS")
   (cd "$WORK" && timed study "${STUDY_S:-420}" python3 -m harness run "$OLDPWD/$spec" \
     --no-progress --jobs "${JOBS:-3}" --per-gpu "${JOBS:-3}" "${epochs[@]}")
-  local code=$?
   tail -n 25 "$OUT/study.log"
   tar -czf "$OUT/study-store.tgz" -C "$WORK" mlflow.db mlruns 2>/dev/null
-  return $code
 }
 
 step_quickstart() {  # the README's main job on the GPU, and its data/compute split
   (cd "$WORK" && timed quickstart "${QUICKSTART_S:-300}" python3 -m harness run \
     "$OLDPWD/experiments/quickstart.yaml" --no-progress --tracking-uri sqlite:///quick.db)
-  local code=$?
   python3 tools/gpu/environment.py --split "sqlite:///$WORK/quick.db" quickstart \
     | tee "$OUT/quickstart-split.txt"
-  return $code
 }
 
 setup || { echo "setup failed" | tee -a "$OUT/steps.txt"; exit 100; }

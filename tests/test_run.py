@@ -111,6 +111,7 @@ def test_run_finishes_logs_and_skips_on_rerun(tmp_path):
     assert run.data.params["insertion_points"] == "res2.out,res3.out,res4.out,res5.out"
     assert run.data.tags["version.mlflow"] == "3.17.2" and run.data.tags["spec_hash"]
     assert run.data.metrics["params"] > 0 and run.data.metrics["gflops_paper"] > 0
+    assert 0 < run.data.metrics["latency_ms"] < 60_000  # one clip, eval mode, on this CPU
     artifacts = {a.path for a in artifacts_of(tmp_path, run)}
     assert {"spec.yaml", "per_class.csv", "confusion.csv", "per_video_scores.json"} <= artifacts
     assert "checkpoint" in artifacts  # train.save_checkpoint: the trained weights

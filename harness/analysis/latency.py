@@ -37,10 +37,25 @@ def measure_latency(
 ) -> Latency:
     """Time eval-mode forward passes after `warmup` untimed ones; medians of `repeats`."""
     device = device or default_device()
-    model = model.to(device).eval()
-    single = _median_seconds(model, torch.randn(1, *input_shape, device=device), warmup, repeats)
+    single = clip_latency_ms(model, input_shape, device=device, warmup=warmup, repeats=repeats)
     batched = _median_seconds(model, torch.randn(batch, *input_shape, device=device), 1, repeats)
-    return Latency(str(device), single * 1e3, batch, batch / batched)
+    return Latency(str(device), single, batch, batch / batched)
+
+
+def clip_latency_ms(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    device: torch.device | None = None,
+    warmup: int = 2,
+    repeats: int = 5,
+) -> float:
+    """Median eval-mode forward time of one clip (batch 1) in milliseconds: a run's
+    `latency_ms`, without the batched throughput that only `harness profile` reports."""
+    device = device or default_device()
+    model = model.to(device).eval()
+    clip = torch.randn(1, *input_shape, device=device)
+    return _median_seconds(model, clip, warmup, repeats) * 1e3
 
 
 def _median_seconds(model: nn.Module, clip: torch.Tensor, warmup: int, repeats: int) -> float:

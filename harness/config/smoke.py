@@ -2,8 +2,9 @@
 
 The shrunk spec keeps every grid row (backbone, attention, placement, options, clip length) and
 changes only what costs time or needs files: the data becomes the synthetic `tiny` preset (a few
-videos per class), one short epoch, small crops, one test clip, random initialisation instead of
-pretrained weights, one split and one seed. Its runs go to the experiment `<name>_smoke`, so they
+videos per class), one short epoch, small crops (in `include` rows too; a backbone with a fixed
+input, C3D, keeps its own), one test clip, random initialisation instead of pretrained weights,
+one split and one seed. Its runs go to the experiment `<name>_smoke`, so they
 never mix with real results; `harness report SPEC --smoke` reads them back.
 """
 
@@ -39,6 +40,9 @@ def smoke_raw(raw: Any) -> Any:
     if isinstance(grid, dict):
         for axis in ("num_classes", "size"):
             grid.pop(axis, None)
+    for row in raw.get("include") if isinstance(raw.get("include"), list) else []:
+        if isinstance(row, dict) and not _fixed_side(row.get("backbone")):
+            row.pop("size", None)  # the smoke crop, as for the grid's rows
     dataset = raw.get("dataset") or {}
     raw["dataset"] = {
         "name": "synthetic", "root": f"synthetic:{SMOKE_PRESET}", "splits": [1], "workers": 0,

@@ -80,6 +80,7 @@ def test_every_spec_smoke_runs_and_builds_its_report(spec_path, tmp_path, monkey
     keys = representative(spec_path)
     trials = [arg for key in keys for arg in ("--trial", key)]
     # the specs that also train C3D (16×112² clips) or the 3D ResNet-18: one video per class
+    # (their HMDB51 twins' trials then run here on 5 videos instead of 10: the same code path)
     fewer = ["--set", "dataset.subset=1"] if spec_path.stem in ONE_OTHER_BACKBONE else []
     assert main(["run", str(spec_path), "--smoke", "--no-progress", *trials, *fewer]) == 0
     printed = capsys.readouterr()

@@ -4,8 +4,8 @@ The shrunk spec keeps every grid row (backbone, attention, placement, options, c
 changes only what costs time or needs files: the data becomes the synthetic `tiny` preset (a few
 videos per class), one short epoch, small crops (in `include` rows too; a backbone with a fixed
 input, C3D, keeps its own), one test clip, random initialisation instead of pretrained weights,
-one split and one seed. Its runs go to the experiment `<name>_smoke`, so they
-never mix with real results; `harness report SPEC --smoke` reads them back.
+one split and one seed. Its runs go to the experiment `<name>_smoke`, so they never mix with real
+results; `harness report SPEC --smoke` reads them back.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from registry import ConfigError
+
 
 def default_device() -> torch.device:
     """The current CUDA GPU (the first, unless a worker or rank chose another) when there is
@@ -50,6 +52,17 @@ def cores_per_process() -> int:
     """This process's share of the cores it may run on: divided among the ranks of a `torchrun`
     on this machine (`LOCAL_WORLD_SIZE`) and the trials `--jobs` runs at once."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    sharing *= int(os.environ.get(CONCURRENT_TRIALS_ENV, "1"))
-    return max(1, (cores or 1) // max(sharing, 1))
+    sharing = _env_count("LOCAL_WORLD_SIZE") * _env_count(CONCURRENT_TRIALS_ENV)
+    return max(1, (cores or 1) // sharing)
+
+
+def _env_count(name: str) -> int:
+    """A process count from the environment (1 when unset)."""
+    text = os.environ.get(name, "1")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"environment variable {name}={text!r}: expected a positive number of processes "
+            "sharing this machine's cores (torchrun sets LOCAL_WORLD_SIZE, harness run --jobs "
+            f"{CONCURRENT_TRIALS_ENV}); unset it or set a number such as 1."
+        )
+    return int(text)

@@ -215,7 +215,24 @@ BAD_FLAGS = {
     "bench with zero steps": (["bench", "train", "resnet3d_10", "--steps", "0"], "--steps 0"),
     "profile on a device that is no device": (["profile", "SPEC", "--device", "tpu"], "tpu"),
     "profile on a GPU this machine lacks": (["profile", "SPEC", "--device", "cuda:64"], "cuda:64"),
-}
+    "bench training on batches of one clip": (
+        ["bench", "train", "resnet3d_10", "--batch", "1", "--steps", "1", "--frames", "4",
+         "--size", "32"], "at least 2 clips per batch"),
+    "a dask scheduler without a port": (
+        ["run", "SPEC", "--backend", "dask", "--scheduler", "notanaddress"], "'notanaddress'"),
+    "a spec that is a folder": (["run", "."], "is a folder"),
+    "a report of -3 videos": (["report", "SPEC", "--videos", "-3"], "--videos -3"),
+    "synthetic data from seed -5": (
+        ["data", "synth", "--preset", "tiny", "--out", "syn", "--seed", "-5"], "--seed -5"),
+    "a check of clips of -5 frames": (
+        ["data", "check", "synthetic", "--root", "r", "--min-frames", "-5"], "--min-frames -5"),
+    "frames prepared at side 0": (
+        ["data", "prepare", "synthetic", "--root", "r", "--out", "o", "--short-side", "0"],
+        "--short-side 0"),
+    "flow on -1 processes": (
+        ["data", "flow", "synthetic", "--root", "r", "--out", "o", "--workers", "-1"],
+        "--workers -1"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(BAD_FLAGS))
@@ -225,6 +242,14 @@ def test_a_bad_flag_exits_2(tmp_path, monkeypatch, capsys, case):
     spec = str(write_spec(tmp_path))
     assert main([spec if a == "SPEC" else a for a in args]) == 2
     one_paragraph_error(capsys, expected)
+
+
+def test_a_process_count_in_the_environment_must_be_a_number(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "abc")
+    args = ["bench", "train", "resnet3d_10", "--batch", "2", "--steps", "1", "--size", "8"]
+    assert main(args) == 2
+    one_paragraph_error(capsys, "LOCAL_WORLD_SIZE='abc'", "unset it")
 
 
 # Resume files: refused, damaged, foreign or stale ones are set aside with a warning naming

@@ -343,8 +343,9 @@ grid: {backbone: [resnet3d_10], attention: [none, se], placement: [stage_output]
 """
     (tmp_path / "experiments" / "small.yaml").write_text(profile_only)
     assert main(["report", "--all"]) == 0
-    printed = capsys.readouterr().out
-    assert "seeded: 0 done, 2 pending" in printed and "small: 0 done, 2 pending" in printed
+    printed = capsys.readouterr()
+    assert "seeded: 0 done, 2 pending" in printed.out and "small: 0 done, 2 pending" in printed.out
+    assert printed.err.count("there is no store at") == 1  # said once: then the store exists
     small = pd.read_csv(tmp_path / "reports" / "small" / "table.csv")
     assert small.param_m_ours.iloc[1] > small.param_m_ours.iloc[0] > 14  # counted: SE adds some
     assert "none (a profile-only spec" in (tmp_path / "reports" / "small" / "README.md").read_text()

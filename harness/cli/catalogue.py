@@ -10,7 +10,9 @@ from collections.abc import Callable
 from harness.analysis.profile import format_table, profile_spec, rows_as_json
 from harness.cli.checks import device_flag, require_positive
 from harness.config.spec import load_spec
-from registry import ATTENTION, BACKBONES, list_placements
+from harness.device import default_device
+from harness.execute.failures import is_out_of_memory
+from registry import ATTENTION, BACKBONES, ConfigError, list_placements
 from registry.options import options_of
 
 
@@ -94,7 +96,15 @@ def _profile(args: argparse.Namespace) -> int:
     require_positive(args, "batch")
     spec = load_spec(args.spec)
     device = device_flag(args.device)
-    rows = profile_spec(spec, latency=args.latency, device=device, batch=args.batch)
+    try:
+        rows = profile_spec(spec, latency=args.latency, device=device, batch=args.batch)
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        raise ConfigError(
+            f"--batch {args.batch}: out of memory timing that many clips at once on "
+            f"{device or default_device()}; lower --batch (default 8)."
+        ) from None
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=2))
     else:

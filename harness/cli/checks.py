@@ -12,11 +12,20 @@ from registry import ConfigError
 
 def require_positive(args: argparse.Namespace, *names: str) -> None:
     """Every flag `--name` given must be a positive integer."""
+    _require_at_least(args, 1, names)
+
+
+def require_non_negative(args: argparse.Namespace, *names: str) -> None:
+    """Every flag `--name` given must be an integer of 0 or more."""
+    _require_at_least(args, 0, names)
+
+
+def _require_at_least(args: argparse.Namespace, minimum: int, names: tuple[str, ...]) -> None:
+    expected = "a positive integer" if minimum == 1 else "0 or a positive integer"
     for name in names:
         value = getattr(args, name)
-        if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} {value}: expected a positive integer.")
+        if value is not None and value < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected {expected}.")
 
 
 def device_flag(value: str | None) -> torch.device | None:

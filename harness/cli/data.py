@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli.checks import require_positive
+from harness.cli.checks import require_non_negative, require_positive
 from harness.data.cache import DEFAULT_SHORT_SIDE, build_cache, default_folder
 from harness.data.check import check_dataset, summary
 from harness.data.datasets import DatasetConfig
@@ -90,6 +90,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
+    require_non_negative(args, "seed")
     start = time.perf_counter()
     root = write_synthetic(args.out, args.preset, args.seed, args.workers)
     preset = PRESETS[args.preset]
@@ -104,12 +105,14 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    require_positive(args, "workers", "min_frames")
     report = check_dataset(dataset_config(args), min_frames=args.min_frames, workers=args.workers)
     print(json.dumps(report, indent=1) if args.json else summary(report))
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    require_positive(args, "workers", "short_side")
     start = time.perf_counter()
     counts = prepare_frames(
         dataset_config(args), args.out, short_side=args.short_side, workers=args.workers
@@ -159,6 +162,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _flow(args: argparse.Namespace) -> int:
+    require_positive(args, "workers")
     start = time.perf_counter()
     counts = compute_flow(dataset_config(args), args.out, workers=args.workers)
     print(

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from harness.cli.checks import require_non_negative
 from harness.config.spec import load_spec
 from harness.tracking import open_store, tracking_uri
+from harness.tracking.uri import sqlite_path
 from registry import ConfigError
 
 
@@ -27,7 +30,9 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
         "--no-count", action="store_true",
         help="leave Param./GFLOPs of rows without runs empty instead of counting them",
     )  # fmt: skip
-    report.add_argument("--videos", type=int, default=3, help="test videos in Fig. 7 and 8")
+    report.add_argument(
+        "--videos", type=int, default=3, help="test videos in Fig. 7 and 8 (0: no videos)"
+    )
     report.add_argument("--smoke", action="store_true", help="report the spec's --smoke runs")
     report.add_argument(
         "--min-effect", type=float, metavar="PP",
@@ -51,6 +56,7 @@ def _report(args: argparse.Namespace) -> int:
     paths = sorted(Path("experiments").glob("*.yaml")) if args.all else [Path(args.spec)]
     if not paths:
         raise ConfigError("harness report --all: no experiments/*.yaml in the current folder.")
+    require_non_negative(args, "videos")
     if args.min_effect is not None and not 0 < args.min_effect <= 100:
         raise ConfigError(
             f"--min-effect {args.min_effect}: expected a difference in percentage points "
@@ -61,11 +67,24 @@ def _report(args: argparse.Namespace) -> int:
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
     for spec in specs:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+        _say_if_new(uri)
         out = args.out or Path("reports") / spec.name
         report = build_report(spec, open_store(uri, spec.name), out, count=not args.no_count,
                               videos=args.videos, min_effect=args.min_effect)  # fmt: skip
         _print_report(spec.name, report, out)
     return 0
+
+
+def _say_if_new(uri: str) -> None:
+    """A report of a store that does not exist yet shows every row pending: say so, since a
+    mistyped --tracking-uri would otherwise look like runs not made."""
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        print(
+            f"note: there is no store at {path} yet, so every row is pending; if the runs were "
+            "logged elsewhere, name that store with --tracking-uri.",
+            file=sys.stderr,
+        )
 
 
 def _print_report(name: str, report, out: Path) -> None:

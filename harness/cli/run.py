@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,10 +62,19 @@ def _check_flags(args: argparse.Namespace) -> None:
     if (args.backend == "dask") != bool(args.scheduler):
         raise ConfigError("--backend dask needs --scheduler tcp://HOST:PORT, and --scheduler "
                           "needs --backend dask.")  # fmt: skip
+    if args.scheduler and not _scheduler_address(args.scheduler):
+        raise ConfigError(f"--scheduler {args.scheduler!r}: expected a Dask scheduler address "
+                          "such as tcp://HOST:8786 (host and port 1–65535).")  # fmt: skip
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected 1 or more trials at a time.")
     if args.per_gpu < 1:
         raise ConfigError(f"--per-gpu {args.per_gpu}: expected 1 or more trials per GPU.")
+
+
+def _scheduler_address(address: str) -> bool:
+    """`[protocol://]host:port`, the host an IPv6 address in brackets or any name."""
+    found = re.fullmatch(r"(?:[a-z]+://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(\d{1,5})", address)
+    return found is not None and 1 <= int(found.group(1)) <= 65535
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -231,6 +231,9 @@ def parse_yaml(text: str, where: str) -> Any:
 def _read_yaml(path: Path) -> tuple[Any, str]:
     """The spec file's YAML and its text; one-paragraph errors for a missing, unreadable or
     non-UTF-8 file."""
+    if path.is_dir():
+        raise SpecError(f"Spec file {str(path)!r} is a folder: give one YAML file in it "
+                        "(specs live in experiments/).")  # fmt: skip
     if not path.is_file():
         raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
     try:

@@ -17,6 +17,7 @@ from typing import Any
 from joblib import Parallel, delayed
 
 from harness.config import Trial
+from registry import ConfigError
 
 Job = Callable[[Trial, int], Any]  # (trial, slots) → the trial's outcome
 
@@ -36,7 +37,14 @@ def run_dask(
 
     if not trials:
         return []
-    with Client(scheduler, timeout="30s") as client:
+    try:
+        client = Client(scheduler, timeout="30s")
+    except OSError as error:  # no scheduler answered there
+        raise ConfigError(
+            f"--scheduler {scheduler}: {error} Start the cluster first (`dask scheduler`, then "
+            f"`dask worker {scheduler}` on each machine) or check the address and port."
+        ) from None
+    with client:
         futures = [
             client.submit(_keyed, job, t, slots, pure=False, key=f"trial-{t.key}") for t in trials
         ]

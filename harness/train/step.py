@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from harness.config.sections import TrainSection
+from registry import ConfigError
 
 CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace cuBLAS needs for reproducible results
 
@@ -151,6 +152,22 @@ def forward(model: nn.Module, batch: dict, device: torch.device, channels_last: 
     return logits.view(n, segments, -1).mean(dim=1)  # (N, K)
 
 
+@contextlib.contextmanager
+def _batch_norm_check(clips: int) -> Iterator[None]:
+    """Batch norm's refusal of a training batch that leaves one value per channel (a batch of
+    one clip reaching a 1×1×1 feature map) as the setting it is, not a traceback."""
+    try:
+        yield
+    except ValueError as error:
+        if "Expected more than 1 value per channel when training" not in str(error):
+            raise
+        raise ConfigError(
+            f"a training batch of {clips} clip(s) leaves batch norm one value per channel "
+            f"({str(error).rsplit('input size ', 1)[-1]}): train with at least 2 clips per batch "
+            "(train.batch_size in a spec, --batch for harness bench train)."
+        ) from None
+
+
 Mark = Callable[[str], None]  # called after the forward ("forward") and the update ("update")
 
 
@@ -168,7 +185,7 @@ class Stepper:
         """One update; returns the batch's mean loss and its count of correct clips, both still
         on the device (reading them would make the host wait)."""
         labels = batch["label"].to(self.device, non_blocking=True)
-        with autocast(self.settings, self.device):
+        with autocast(self.settings, self.device), _batch_norm_check(len(labels)):
             logits = forward(self.model, batch, self.device, self.settings.channels_last)
             loss = nn.functional.cross_entropy(logits.float(), labels)
         if mark is not None:

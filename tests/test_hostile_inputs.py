@@ -146,6 +146,7 @@ BAD_TEXTS = {
     ),
     "not YAML": ("name: [unclosed\n", "not valid YAML"),
     "a list, not a mapping": ("- name\n- model\n", "expected a mapping"),
+    "an empty file": ("\n  \n", "is empty"),
 }
 
 
@@ -229,6 +230,10 @@ BAD_FLAGS = {
     "frames prepared at side 0": (
         ["data", "prepare", "synthetic", "--root", "r", "--out", "o", "--short-side", "0"],
         "--short-side 0"),
+    "synthetic data written into a file": (
+        ["data", "synth", "--preset", "tiny", "--out", "SPEC"], "that is a file"),
+    "a clip cache written into a file": (
+        ["data", "cache", "synthetic", "--root", "r", "--out", "SPEC"], "that is a file"),
     "flow on -1 processes": (
         ["data", "flow", "synthetic", "--root", "r", "--out", "o", "--workers", "-1"],
         "--workers -1"),

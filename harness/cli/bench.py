@@ -64,7 +64,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 def _bench_data(args: argparse.Namespace) -> int:
     require_positive(args, "frames", "size", "videos", "clips", "workers", "cores")
     if not (math.isfinite(args.train_rate) and args.train_rate > 0):
-        raise ConfigError(f"--train-rate {args.train_rate}: expected clips/s above 0.")
+        raise ConfigError(f"--train-rate {args.train_rate}: expected a finite number of clips/s "
+                          "above 0 (what harness bench train measured, e.g. 250).")  # fmt: skip
     workers = args.workers or 2
     results = bench_data(
         dataset_config(args),

@@ -28,6 +28,14 @@ def _require_at_least(args: argparse.Namespace, minimum: int, names: tuple[str, 
             raise ConfigError(f"--{name.replace('_', '-')} {value}: expected {expected}.")
 
 
+def require_folder(args: argparse.Namespace, name: str) -> None:
+    """The flag `--name`, when given and already there, must be a folder, not a file."""
+    value = getattr(args, name)
+    if value is not None and value.exists() and not value.is_dir():
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} {value}: that is a file; give a folder (new or existing).")
+
+
 def device_flag(value: str | None) -> torch.device | None:
     """`--device`: a torch device this machine has (None: the default)."""
     if value is None:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli.checks import require_non_negative, require_positive
+from harness.cli.checks import require_folder, require_non_negative, require_positive
 from harness.data.cache import DEFAULT_SHORT_SIDE, build_cache, default_folder
 from harness.data.check import check_dataset, summary
 from harness.data.datasets import DatasetConfig
@@ -91,6 +91,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
     require_non_negative(args, "seed")
+    require_folder(args, "out")
     start = time.perf_counter()
     root = write_synthetic(args.out, args.preset, args.seed, args.workers)
     preset = PRESETS[args.preset]
@@ -113,6 +114,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     require_positive(args, "workers", "short_side")
+    require_folder(args, "out")
     start = time.perf_counter()
     counts = prepare_frames(
         dataset_config(args), args.out, short_side=args.short_side, workers=args.workers
@@ -142,6 +144,7 @@ def short_side(text: str) -> int | None:
 
 def _cache(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
+    require_folder(args, "out")
     start = time.perf_counter()
     config = dataset_config(args)
     out = args.out or default_folder(config, args.short_side)
@@ -163,6 +166,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 def _flow(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
+    require_folder(args, "out")
     start = time.perf_counter()
     counts = compute_flow(dataset_config(args), args.out, workers=args.workers)
     print(

@@ -244,6 +244,9 @@ def _read_yaml(path: Path) -> tuple[Any, str]:
         ) from None
     except OSError as error:
         raise SpecError(f"Spec file {str(path)!r} cannot be read: {error.strerror}.") from None
+    if not text.strip():
+        raise SpecError(f"Spec file {str(path)!r} is empty: a spec needs at least name, model "
+                        "and grid (see experiments/quickstart.yaml).")  # fmt: skip
     return parse_yaml(text, str(path)), text
 
 

@@ -170,7 +170,7 @@ def test_a_latin1_spec_is_named_and_refused(tmp_path, monkeypatch, capsys):
 def test_a_folder_given_as_spec_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(tmp_path)]) == 2
-    one_paragraph_error(capsys, "does not exist")
+    one_paragraph_error(capsys, "is a folder", "give one YAML file")
 
 
 BAD_OVERRIDES = {
@@ -221,7 +221,6 @@ BAD_FLAGS = {
          "--size", "32"], "at least 2 clips per batch"),
     "a dask scheduler without a port": (
         ["run", "SPEC", "--backend", "dask", "--scheduler", "notanaddress"], "'notanaddress'"),
-    "a spec that is a folder": (["run", "."], "is a folder"),
     "a report of -3 videos": (["report", "SPEC", "--videos", "-3"], "--videos -3"),
     "synthetic data from seed -5": (
         ["data", "synth", "--preset", "tiny", "--out", "syn", "--seed", "-5"], "--seed -5"),

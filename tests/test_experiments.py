@@ -53,8 +53,9 @@ def _sibling(spec_path: Path) -> Path | None:
     return sibling if covered and (twin.dataset, twin.eval) == (other.dataset, other.eval) else None
 
 
-TRAINED = [p for p in SPECS if _sibling(p) is None]
-TWINS = [p for p in SPECS if _sibling(p) is not None]
+SIBLINGS = {p: _sibling(p) for p in SPECS}  # each spec loaded once at collection
+TRAINED = [p for p in SPECS if SIBLINGS[p] is None]
+TWINS = [p for p in SPECS if SIBLINGS[p] is not None]
 
 
 def test_twins_are_only_the_dataset_columns_of_one_table():

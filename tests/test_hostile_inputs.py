@@ -231,6 +231,7 @@ BAD_FLAGS = {
         "--short-side 0"),
     "synthetic data written into a file": (
         ["data", "synth", "--preset", "tiny", "--out", "SPEC"], "that is a file"),
+    "a report written into a file": (["report", "SPEC", "--out", "SPEC"], "that is a file"),
     "a clip cache written into a file": (
         ["data", "cache", "synthetic", "--root", "r", "--out", "SPEC"], "that is a file"),
     "flow on -1 processes": (

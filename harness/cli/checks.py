@@ -25,15 +25,21 @@ def _require_at_least(args: argparse.Namespace, minimum: int, names: tuple[str, 
     for name in names:
         value = getattr(args, name)
         if value is not None and value < minimum:
-            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected {expected}.")
+            raise ConfigError(f"{_flag(name)} {value}: expected {expected}.")
 
 
 def require_folder(args: argparse.Namespace, name: str) -> None:
     """The flag `--name`, when given and already there, must be a folder, not a file."""
     value = getattr(args, name)
     if value is not None and value.exists() and not value.is_dir():
-        flag = "--" + name.replace("_", "-")
-        raise ConfigError(f"{flag} {value}: that is a file; give a folder (new or existing).")
+        raise ConfigError(
+            f"{_flag(name)} {value}: that is a file; give a folder (new or existing)."
+        )
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of an argparse destination: `short_side` → `--short-side`."""
+    return "--" + name.replace("_", "-")
 
 
 def device_flag(value: str | None) -> torch.device | None:

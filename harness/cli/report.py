@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli.checks import require_non_negative
+from harness.cli.checks import require_folder, require_non_negative
 from harness.config.spec import load_spec
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import sqlite_path
@@ -62,8 +62,7 @@ def _report(args: argparse.Namespace) -> int:
             f"--min-effect {args.min_effect}: expected a difference in percentage points "
             "between 0 and 100, e.g. --min-effect 1.0."
         )
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out}: that is a file; give a folder for the report.")
+    require_folder(args, "out")
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
     for spec in specs:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)

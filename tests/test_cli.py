@@ -88,7 +88,10 @@ BAD_SPECS = {
         "Available insertion points: res2.block0",
     ),
     "misspelled key": ("grids: {backbone: [resnet3d_10]}", "unknown key 'grids'"),
-    "wrong type": ("model: {num_classes: many}\ngrid: {backbone: [resnet3d_10]}", "expected a int"),
+    "wrong type": (
+        "model: {num_classes: many}\ngrid: {backbone: [resnet3d_10]}",
+        "expected an integer",
+    ),
     "bad shortcut": ("grid: {backbone: [resnet3d_18], shortcut: [C]}", "one of A|B"),
 }
 

@@ -237,6 +237,16 @@ BAD_FLAGS = {
     "flow on -1 processes": (
         ["data", "flow", "synthetic", "--root", "r", "--out", "o", "--workers", "-1"],
         "--workers -1"),
+    "trials sharing a GPU one at a time": (["run", "SPEC", "--per-gpu", "2"], "--jobs is 1"),
+    "a bench of prepared frames not there": (
+        ["bench", "data", "synthetic", "--root", "r", "--prepared", "gone"],
+        "--prepared gone: no such folder"),
+    "a bench of a folder that is no clip cache": (
+        ["bench", "data", "synthetic", "--root", "r", "--cache", "."], "no index.json"),
+    "a value the spec refuses, given by --set": (
+        ["run", "SPEC", "--set", "train.epochs=-3"], "--set 'train.epochs=-3' (applied to "),
+    "an unknown key, given by --set": (
+        ["run", "SPEC", "--set", "train.epoch=3"], "--set 'train.epoch=3' (applied to "),
 }  # fmt: skip
 
 

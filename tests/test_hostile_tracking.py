@@ -65,7 +65,11 @@ def a_folder(folder: Path) -> tuple[str, str]:
 
 
 def file_store(folder: Path) -> tuple[str, str]:
-    return f"{folder}/mlruns", f"{folder}/mlruns"  # MLflow 3 refuses its old file store
+    return f"{folder}/mlruns", f"{folder}/mlruns names a folder"  # MLflow 3 refuses it
+
+
+def in_memory(folder: Path) -> tuple[str, str]:
+    return "sqlite://", "in-memory SQLite database"  # every run would vanish with the process
 
 
 def database_down(folder: Path) -> tuple[str, str]:
@@ -82,6 +86,7 @@ STORES: dict[str, Callable[[Path], tuple[str, str]]] = {
     "folder in /proc": in_proc,
     "a folder for the file": a_folder,
     "old file store": file_store,
+    "in-memory database": in_memory,
     "database server down": database_down,
 }
 

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from harness.cli.checks import device_flag, require_positive
+from harness.cli.checks import device_flag, require_existing, require_positive
 from harness.cli.data import add_dataset_arguments, dataset_config
 from harness.data.bench import TRAIN_RATE, bench_data, format_bench
 from harness.data.cache import INDEX_FILE
@@ -17,6 +17,9 @@ from harness.device import default_device
 from harness.train.bench import bench_train, format_bench_train
 from harness.train.inputs import loader_workers
 from registry import ConfigError
+
+PREPARE_COMMAND = "`harness data prepare DATASET --root ROOT --out FOLDER` (the same videos)"
+CACHE_COMMAND = "`harness data cache DATASET --root ROOT --out FOLDER`"
 
 
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
@@ -63,6 +66,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 def _bench_data(args: argparse.Namespace) -> int:
     require_positive(args, "frames", "size", "videos", "clips", "workers", "cores")
+    require_existing(args, "prepared", "", PREPARE_COMMAND)
+    require_existing(args, "cache", INDEX_FILE, CACHE_COMMAND)
     if not (math.isfinite(args.train_rate) and args.train_rate > 0):
         raise ConfigError(f"--train-rate {args.train_rate}: expected a finite number of clips/s "
                           "above 0 (what harness bench train measured, e.g. 250).")  # fmt: skip
@@ -85,11 +90,7 @@ def _bench_data(args: argparse.Namespace) -> int:
 def _bench_train(args: argparse.Namespace) -> int:
     require_positive(args, "batch", "frames", "size", "steps", "workers")
     device = device_flag(args.device)
-    if args.cache is not None and not (args.cache / INDEX_FILE).is_file():
-        raise ConfigError(
-            f"--cache {args.cache}: no clip cache there (no {INDEX_FILE}). Build one with "
-            "`harness data cache DATASET --root ROOT --out FOLDER`."
-        )
+    require_existing(args, "cache", INDEX_FILE, CACHE_COMMAND)
     threads = args.workers or loader_workers(None, device or default_device())
     result = bench_train(
         args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,

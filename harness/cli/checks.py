@@ -37,6 +37,16 @@ def require_folder(args: argparse.Namespace, name: str) -> None:
         )
 
 
+def require_existing(args: argparse.Namespace, name: str, inside: str, made_by: str) -> None:
+    """The flag `--name`, when given, must be a folder holding `inside` (a file name, or "" for
+    any folder); `made_by` is the command that makes one."""
+    value = getattr(args, name)
+    if value is None or (value / inside).is_file() or (not inside and value.is_dir()):
+        return
+    what = "no such folder" if not value.is_dir() else f"no {inside} in that folder"
+    raise ConfigError(f"{_flag(name)} {value}: {what}. Expected a folder that {made_by} wrote.")
+
+
 def _flag(name: str) -> str:
     """The command-line flag of an argparse destination: `short_side` → `--short-side`."""
     return "--" + name.replace("_", "-")

@@ -69,6 +69,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--jobs {args.jobs}: expected 1 or more trials at a time.")
     if args.per_gpu < 1:
         raise ConfigError(f"--per-gpu {args.per_gpu}: expected 1 or more trials per GPU.")
+    if args.per_gpu > 1 and args.jobs == 1 and not args.scheduler:
+        raise ConfigError(f"--per-gpu {args.per_gpu} lets trials that run at once share a GPU, "
+                          "but --jobs is 1 (one trial at a time). Add --jobs N, e.g. --jobs "
+                          f"{args.per_gpu} on one GPU, or drop --per-gpu.")  # fmt: skip
 
 
 def _scheduler_address(address: str) -> bool:

@@ -40,7 +40,7 @@ import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -199,7 +199,24 @@ def load_spec(
     for override in overrides:  # after --smoke, so `--smoke --set train.epochs=2` trains two
         raw = _apply_override(raw, override, path)
     content = yaml.safe_dump(raw, sort_keys=False) if overrides or smoke else text
-    return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
+    try:
+        return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())
+    except SpecError as error:
+        raise _blamed_on_override(error, path, overrides) from None
+
+
+def _blamed_on_override(error: SpecError, path: Path, overrides: Sequence[str]) -> SpecError:
+    """`error` told as the mistake of the `--set` that gave the key it names (the spec file
+    itself holds no such value), or `error` unchanged when no override names that key."""
+    message = str(error)
+    for override in reversed(overrides):  # the last --set of a key is the one that counts
+        key = override.partition("=")[0]
+        parent, _, last = key.rpartition(".")
+        named = f"'{key}'" in message or f"'{last}' in {parent or 'the top level'}." in message
+        if named and message.startswith(f"{path}: "):
+            problem = message.removeprefix(f"{path}: ")
+            return SpecError(f"--set {override!r} (applied to {path}): {problem}")
+    return error
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -523,6 +540,13 @@ def _option_names() -> set[str]:
     return names
 
 
+def _kind_name(kind: type) -> str:
+    """`int` → "an integer", `str` → "a string": the type as a message says it."""
+    names = {int: "an integer", str: "a string", float: "a number", bool: "true or false",
+             list: "a list", dict: "a mapping"}  # fmt: skip
+    return names.get(kind, f"a {kind.__name__}")
+
+
 class _Where:
     """Builds messages that name the spec file and the key."""
 
@@ -550,11 +574,10 @@ class _Where:
     ) -> Any:
         if key not in value:
             if default is ...:
-                raise self.error(prefix + key, f"missing; expected a {kind.__name__}.")
+                raise self.error(prefix + key, f"missing; expected {_kind_name(kind)}.")
             return default
         found = value[key]
         if not isinstance(found, kind) or isinstance(found, bool) and kind is not bool:
-            raise self.error(
-                prefix + key, f"expected a {kind.__name__}, got {found!r} ({type(found).__name__})."
-            )
+            problem = f"expected {_kind_name(kind)}, got {found!r} ({type(found).__name__})."
+            raise self.error(prefix + key, problem)
         return found

@@ -40,7 +40,7 @@ with warnings.catch_warnings():  # MLflow's import under SQLAlchemy 2.1 warns
 
 from harness.tracking.base import RunLog, RunRecord, Store, StoreError
 from harness.tracking.schema import REPORT_FOLDER, REPORT_RUN_TAG, TRIAL_KEY_TAG
-from harness.tracking.uri import absolute_sqlite, is_server, redacted, sqlite_path
+from harness.tracking.uri import absolute_sqlite, in_memory, is_server, redacted, sqlite_path
 
 PAGE = 10_000  # runs per search page
 PARAM_LIMIT = 500  # characters MLflow keeps of a param value
@@ -235,6 +235,12 @@ def opening(uri: str) -> Iterator[None]:
     """The block that first opens the store at `uri` (its client and first reads and writes):
     under the creation lock for a SQLite file, with a server's first contact bounded, and with
     every way the store can be unusable turned into one `StoreError` that names it."""
+    if in_memory(uri):
+        raise StoreError(
+            f"the tracking store {uri} is an in-memory SQLite database: every run logged there "
+            f"is lost when the command ends. Expected {FORMS}. Name a file, e.g. "
+            f"sqlite:///mlflow.db, or fix {WHERE}."
+        )
     path = sqlite_path(uri)
     try:
         with _first_contact(uri), _sqlite_lock(path) if path else nullcontext():
@@ -319,6 +325,11 @@ def _explain(uri: str, path: Path | None, error: BaseException) -> str:
         )
     if is_server(uri):
         return _server_problem(shown, error)
+    if _local_root(uri) is not None and "MLFLOW_ALLOW_FILE_STORE" in _reason(error):
+        return (
+            f"the tracking store {shown} names a folder, not a database: MLflow 3 opens its old "
+            f"file store only with MLFLOW_ALLOW_FILE_STORE=true. Expected {FORMS}. Fix {WHERE}."
+        )
     return (
         f"the tracking store {shown} cannot be used: {_reason(error)}. Expected {FORMS}; "
         f"check that store, or fix {WHERE}."

@@ -40,6 +40,12 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def in_memory(uri: str) -> bool:
+    """Whether `uri` is an in-memory SQLite database (`sqlite://`, `sqlite:///:memory:`), whose
+    runs vanish when the process ends."""
+    return uri.startswith("sqlite:") and sqlite_path(uri) is None
+
+
 def is_server(uri: str) -> bool:
     """Whether `uri` is an MLflow tracking server (`mlflow server`), which serves its own UI."""
     return urlparse(uri).scheme in ("http", "https")

@@ -12,7 +12,7 @@ The names are the values YAML specs use; `list_backbones()`, `list_attention()` 
 from registry.attention import ATTENTION
 from registry.backbones import BACKBONES
 from registry.build import ResolvedModel, build_model, resolve_model
-from registry.checkpoints import CheckpointError, load_pretrained, read_state_dict
+from registry.checkpoints import CheckpointError, fitted_state, load_pretrained, read_state_dict
 from registry.errors import ConfigError
 from registry.placement import WHERE_HELP, InsertionPoint, PlacementRule, parse_placement
 from registry.plugins import load_plugins
@@ -42,6 +42,7 @@ __all__ = [
     "PlacementRule",
     "ResolvedModel",
     "build_model",
+    "fitted_state",
     "list_attention",
     "list_backbones",
     "list_placements",

@@ -79,7 +79,23 @@ def load_pretrained(
 
     Raises `CheckpointError` listing every missing, unexpected and shape-mismatched key at once.
     """
-    source = read_state_dict(path)
+    kept = fitted_state(model, read_state_dict(path), path, classifier=classifier,
+                        first_conv=first_conv)  # fmt: skip
+    model.load_state_dict(kept, strict=False)
+    return [k for k in model.state_dict() if k not in kept]
+
+
+def fitted_state(
+    model: nn.Module,
+    source: Mapping[str, torch.Tensor],
+    path: str | Path,
+    *,
+    classifier: str,
+    first_conv: str = "",
+) -> dict[str, torch.Tensor]:
+    """The tensors of `source` (read from `path`) that `load_pretrained` loads into `model`;
+    `CheckpointError` listing every missing, unexpected and shape-mismatched key at once. Only
+    shapes are compared, so `model` may live on the meta device."""
     target = model.state_dict()
     head = classifier + "."
     kept = {k: v for k, v in source.items() if not k.startswith(head)}
@@ -95,8 +111,7 @@ def load_pretrained(
     ]
     if missing or unexpected or mismatched:
         raise CheckpointError(_mismatch_message(path, missing, unexpected, mismatched))
-    model.load_state_dict(kept, strict=False)
-    return [k for k in target if k not in kept]
+    return kept
 
 
 def cross_modality_weights(rgb: torch.Tensor, in_channels: int) -> torch.Tensor:

@@ -73,8 +73,17 @@ def check_value(where: str, annotation: Any, value: Any) -> Any:
         raise ConfigError(f"{where} = {value!r} is not accepted: expected {expected}.")
     raise ConfigError(
         f"{where} = {value!r} has the wrong type: expected {_type_name(annotation)}, "
-        f"got {type(value).__name__}."
+        f"got {_got(value)}."
     )
+
+
+def _got(value: Any) -> str:
+    """What `value` is, as a type error says it: a list names its items' types
+    (`a list holding float 1.5`), which is what usually went wrong in one."""
+    if isinstance(value, list) and value:
+        items = ", ".join(f"{type(v).__name__} {v!r}" for v in value[:3])
+        return f"a list holding {items}{', …' if len(value) > 3 else ''}"
+    return type(value).__name__
 
 
 def _fits(annotation: Any, value: Any) -> bool:

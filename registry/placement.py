@@ -97,6 +97,8 @@ def _checked_rule(where: object, stages: tuple[str, ...] | None, shown: object) 
         )
     if stages is not None and len(stages) == 0:
         raise ConfigError(f"Placement {shown!r} lists no stages; leave 'stages' out for all.")
+    if stages is not None and len(set(stages)) != len(stages):
+        raise ConfigError(f"Placement {shown!r} lists a stage twice; name each stage once.")
     return PlacementRule(str(where), stages)
 
 

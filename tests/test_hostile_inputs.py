@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from harness.cli import main
+from harness.config import SpecError, load_spec
 from harness.tracking.mlflow_store import MlflowStore
 from harness.train import engine
 from tests.conftest import ROOT
@@ -122,7 +124,31 @@ BAD_VALUES = {
     ),
     "empty grid axis": ({"grid.attention": []}, "grid.attention"),
     "unknown train key": ({"train.epoch": 3}, "epoch"),
-}
+    "an include row that drops the backbone": ({"include": [{"backbone": None}]}, "no backbone"),
+    "train as a word": ({"train": "abc"}, "key 'train'"),
+    "train as a list": ({"train": ["lr"]}, "key 'train'"),
+    "a list for a preset": ({"train.preset": ["hara_scratch"]}, "train.preset"),
+    "a per_trial preset not known": (
+        {"per_trial": [{"match": {}, "train": {"preset": "nope"}}]}, "per_trial[0].train.preset"),
+    "seeds in per_trial (they make the trials)": (
+        {"per_trial": [{"match": {}, "train": {"seeds": [1]}}]}, "per_trial[0].train.seeds"),
+    "a seed beyond 32 bits": ({"train.seeds": [2**32]}, "train.seeds"),
+    "frames scaled to a 100000-pixel side": ({"dataset.short_side": 100_000}, "short_side"),
+    "milestones out of order": ({"train.milestones": [3, 2]}, "increasing order"),
+    "a fractional milestone": ({"train.milestones": [1.5]}, "a list holding float 1.5"),
+    "an empty pretrained path": ({"train.pretrained": ""}, "train.pretrained' is an empty"),
+    "an empty tracking URI": ({"tracking": {"uri": ""}}, "tracking.uri' is an empty"),
+    "an exclude value the grid lacks": ({"exclude": [{"attention": "eam"}]}, "exclude[0]"),
+    "an exclude rule that removes every trial": ({"exclude": [{}]}, "removes every trial"),
+    "a reference row for an attention not registered": (
+        {"reference": [{"match": {"attention": "foo"}, "values": {"gflops": 1.0}}]},
+        "reference[0].match.attention"),
+    "a match on a stream that does not exist": (
+        {"per_trial": [{"match": {"stream": "sideways"}, "train": {"lr": 0.01}}]},
+        "per_trial[0].match.stream"),
+    "a stage placed twice": (
+        {"grid.placement": [{"where": "stage_output", "stages": ["res2", "res2"]}]}, "twice"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(BAD_VALUES))
@@ -265,6 +291,49 @@ def test_a_process_count_in_the_environment_must_be_a_number(tmp_path, monkeypat
     args = ["bench", "train", "resnet3d_10", "--batch", "2", "--steps", "1", "--size", "8"]
     assert main(args) == 2
     one_paragraph_error(capsys, "LOCAL_WORLD_SIZE='abc'", "unset it")
+
+
+def test_an_exclude_rule_matches_a_placement_written_as_a_mapping(tmp_path):
+    rule = {"where": "stage_output", "stages": ["res2"]}
+    spec = write_spec(tmp_path, {"grid.placement": ["stage_output", rule], "exclude": [
+        {"placement": rule}]})  # fmt: skip
+    (trial,) = load_spec(spec).trials  # before: the mapping matched no row, nothing excluded
+    assert trial.placement.label == "stage_output"
+
+
+def test_stages_in_either_order_are_one_trial(tmp_path):
+    def placement(*stages: str) -> dict:
+        return {"where": "stage_output", "stages": list(stages)}
+
+    spec = write_spec(tmp_path, {"grid.placement": [placement("res3", "res2")]})
+    (trial,) = load_spec(spec).trials
+    assert trial.placement.label == "stage_output[res2,res3]"  # the backbone's order
+    spec = write_spec(tmp_path, {"grid.placement": [placement("res3", "res2"),
+                                                    placement("res2", "res3")]})  # fmt: skip
+    with pytest.raises(SpecError, match="duplicate trials"):
+        load_spec(spec)
+
+
+# Weights and trainable layers, checked on meta-device models before anything trains (exit 2),
+# not left to fail every trial.
+BAD_MODEL_SETTINGS = {
+    "trainable names no layer": ({"train.trainable": ["nonexistent_layer"]}, "selects no"),
+    "pretrained is a text file": ({"train.pretrained": "notes.txt"}, "Cannot read checkpoint"),
+    "pretrained is a folder": ({"train.pretrained": "."}, "is a folder"),
+    "pretrained weights of another backbone": (
+        {"train.pretrained": "other.pt"}, "does not fit this backbone"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_MODEL_SETTINGS))
+def test_weights_that_do_not_fit_exit_2_before_training(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not weights")
+    torch.save({"conv.weight": torch.zeros(2, 2)}, "other.pt")
+    changes, expected = BAD_MODEL_SETTINGS[case]
+    assert main(["run", str(write_spec(tmp_path, changes)), "--no-progress"]) == 2
+    one_paragraph_error(capsys, expected)
+    assert not runs(tmp_path)  # no trial started
 
 
 # Resume files: refused, damaged, foreign or stale ones are set aside with a warning naming

@@ -38,11 +38,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def with_preset(train: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
     """`train` with its `preset`'s settings filled in under the keys it gives itself."""
+    if train is not None and not isinstance(train, Mapping):
+        raise ConfigError(f"key '{key}': expected a mapping of training settings, got {train!r}.")
     given = dict(train or {})
     name = given.get("preset")
     if name is None:
         return given
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(
             f"key '{key}.preset' = {name!r} is not a training preset. Accepted: "
             f"{', '.join(PRESETS)} (or leave it out)."

@@ -17,6 +17,8 @@ from harness.data.formats import FORMATS
 from registry import ConfigError
 from registry.options import check_value
 
+SEED_LIMIT = 2**32 - 1  # NumPy's seeds are 32-bit
+
 
 def bounded(default: Any = MISSING, *, low: float | None = None, high: float | None = None,
             above: float | None = None, below: float | None = None,
@@ -50,13 +52,11 @@ class DatasetSection:
     splits: list[int] = bounded([1], low=1, nonempty=True)
     normalisation: Literal["activitynet", "kinetics", "imagenet"] = "activitynet"
     crop: Literal["multiscale_corner", "random_resized", "random"] = "multiscale_corner"
-    workers: int | None = bounded(
-        None, low=0
-    )  # loader processes per trial; None: sized to the machine
+    workers: int | None = bounded(None, low=0, high=1024)  # loader processes; None: as cores allow
     flow_root: str | None = None  # TSN-style flow images (`harness data flow`), for flow streams
-    segments: int = bounded(3, low=1)  # TSN segments per training video (2D backbones)
+    segments: int = bounded(3, low=1, high=256)  # TSN segments per training video (2D backbones)
     subset: int | None = bounded(None, low=1)  # only the first N train and test videos per class
-    short_side: int | None = bounded(None, low=1)  # frames scaled first; None: as stored
+    short_side: int | None = bounded(None, low=8, high=4096)  # frames scaled first; None: as stored
     layout: Literal["files", "cache"] = "files"  # cache: `harness data cache`'s store
     cache: str | None = None  # the cache folder; None: where `harness data cache` writes by default
     augment_on: Literal["auto", "host", "device"] = "auto"  # auto: the GPU when reading a cache
@@ -76,13 +76,13 @@ class TrainSection:
     decides its input normalisation: ImageNet weights want ImageNet's, Hara's from-scratch recipe
     ActivityNet's mean); `preset` fills in a named recipe (`harness.config.presets`)."""
 
-    epochs: int = bounded(1, low=1)
+    epochs: int = bounded(1, low=1, high=100_000)
     batch_size: int = bounded(8, low=1)  # global: the sum over the ranks
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = bounded(0.001, above=0)
+    lr: float = bounded(0.001, above=0)  # too high: the trial fails with NonFiniteLoss
     momentum: float = bounded(0.9, low=0, below=1)
     dampening: float = bounded(0.0, low=0, below=1)  # SGD's; Hara's 2018 code uses 0.9
-    weight_decay: float = bounded(1e-5, low=0)
+    weight_decay: float = bounded(1e-5, low=0, high=1)
     schedule: Literal["constant", "eam", "cosine", "plateau"] = "constant"
     plateau_patience: int = bounded(2, low=1)  # epochs without a lower loss before ×gamma
     warmup_epochs: int = bounded(0, low=0)
@@ -91,7 +91,7 @@ class TrainSection:
     trainable: str | list[str] = "all"
     pretrained: str | None = None
     grad_clip: float | None = bounded(None, above=0)
-    seeds: list[int] = bounded([0], low=0, nonempty=True)
+    seeds: list[int] = bounded([0], low=0, high=SEED_LIMIT, nonempty=True)
     save_checkpoint: bool = False  # log the trained weights as an MLflow artifact
     bf16: bool | None = None  # bf16 autocast
     channels_last: bool | None = None  # channels-last (3D) memory for the model and its input
@@ -103,6 +103,13 @@ class TrainSection:
     normalisation: Literal["activitynet", "kinetics", "imagenet"] | None = None  # None: dataset's
     preset: str | None = None  # a name of `harness.config.presets.PRESETS`, checked there
 
+    def __post_init__(self) -> None:
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            raise ConfigError(
+                f"key 'train.milestones' = {self.milestones!r} is not accepted: expected epochs "
+                "in increasing order, each once (e.g. [30, 60])."
+            )
+
 
 @dataclass(frozen=True)
 class EvalSection:
@@ -113,7 +120,9 @@ class EvalSection:
     (TSN's 1 : 1.5 by default)."""
 
     clips: Literal["sliding", "even"] = "sliding"
-    count: int = bounded(10, low=1)  # even clips per video; TSN test segments for 2D backbones
+    count: int = bounded(
+        10, low=1, high=1000
+    )  # even clips per video; TSN test segments for 2D backbones
     batch_size: int = bounded(16, low=1)
     fusion_weights: list[float] = bounded([1.0, 1.5], low=0)  # RGB, flow
 
@@ -148,6 +157,9 @@ def parse_section(cls: type, raw: Any, key: str) -> Any:
     for name, spec_field in known.items():
         if name in raw:
             values[name] = check_value(f"key '{key}.{name}'", hints[name], raw[name])
+            if values[name] == "":
+                raise ConfigError(f"key '{key}.{name}' is an empty string: give a value, or "
+                                  "leave the key out for its default.")  # fmt: skip
             check_bounds(f"key '{key}.{name}'", values[name], spec_field.metadata.get("bounds"))
             registry = spec_field.metadata.get("registry")
             if registry is not None and values[name] not in registry:

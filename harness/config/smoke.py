@@ -43,21 +43,24 @@ def smoke_raw(raw: Any) -> Any:
     for row in raw.get("include") if isinstance(raw.get("include"), list) else []:
         if isinstance(row, dict) and not _fixed_side(row.get("backbone")):
             row.pop("size", None)  # the smoke crop, as for the grid's rows
-    dataset = raw.get("dataset") or {}
+    dataset = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
     raw["dataset"] = {
         "name": "synthetic", "root": f"synthetic:{SMOKE_PRESET}", "splits": [1], "workers": 0,
         "normalisation": dataset.get("normalisation", "activitynet"), "crop": "random",
         "segments": 2, "subset": SMOKE_VIDEOS_PER_CLASS,
     }  # fmt: skip
-    train = dict(raw.get("train") or {})
-    seeds = train.get("seeds") or [0]
-    raw["train"] = train | SHRUNK_TRAIN | {"seeds": seeds[:1]}
+    if isinstance(raw.get("train") or {}, dict):  # anything else: validation reports it
+        train = dict(raw.get("train") or {})
+        seeds = train.get("seeds") or [0]
+        first = {"seeds": seeds[:1]} if isinstance(seeds, list) else {}  # else: reported
+        raw["train"] = train | SHRUNK_TRAIN | first
     for entry in raw.get("per_trial") or []:  # per-trial settings keep only what is not shrunk
         if isinstance(entry, dict) and isinstance(entry.get("train"), dict):
             kept = {k: v for k, v in entry["train"].items() if k not in SHRUNK_TRAIN}
             # a preset would bring its epochs and batch back: given beside it, they win
             entry["train"] = kept | (SHRUNK_TRAIN if "preset" in kept else {})
-    raw["eval"] = {**(raw.get("eval") or {}), "clips": "even", "count": 1, "batch_size": 8}
+    if isinstance(raw.get("eval") or {}, dict):
+        raw["eval"] = {**(raw.get("eval") or {}), "clips": "even", "count": 1, "batch_size": 8}
     raw.pop("tracking", None)
     return raw
 

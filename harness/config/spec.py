@@ -94,6 +94,7 @@ _UNSET = object()
 AXIS_LIMITS = {"num_classes": 100_000, "frames": 1024, "size": 1024}  # beyond: a typo
 SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names folders and an experiment
 UNSAFE_IN_KEYS = ("/", "\\", "\0")  # a trial key names a checkpoint folder
+STREAMS = ("rgb", "flow", "two-stream")  # what a match's `stream` may name (Trial.fields)
 
 
 class SpecError(ConfigError):
@@ -325,6 +326,9 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
             for split in sections["dataset"].splits
             for seed in sections["train"].seeds
         )
+    if not trials:
+        raise where.error("exclude", "it removes every trial of the grid, leaving nothing to "
+                          "run; remove the rule that matches them all.")  # fmt: skip
     duplicates = sorted(k for k, n in Counter(t.key for t in trials).items() if n > 1)
     if duplicates:
         raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
@@ -347,9 +351,12 @@ def _per_trial(where: _Where, raw: Mapping) -> tuple:
         entry = where.mapping(entry, f"per_trial[{i}]")
         where.only_keys(entry, ("match", "train"), f"per_trial[{i}]")
         changes = where.mapping(entry.get("train", {}), f"per_trial[{i}].train")
-        merged = {**with_preset(raw.get("train"), "train"),
-                  **with_preset(changes, f"per_trial[{i}].train")}  # fmt: skip
+        if "seeds" in changes:
+            raise where.error(f"per_trial[{i}].train.seeds", "seeds decide which trials exist, "
+                              "so they are set once, in train.seeds, for every trial.")  # fmt: skip
         try:  # each entry checked here; train_for combines the entries matching a trial
+            merged = {**with_preset(raw.get("train"), "train"),
+                      **with_preset(changes, f"per_trial[{i}].train")}  # fmt: skip
             parse_section(TrainSection, merged, f"per_trial[{i}].train")
         except ConfigError as error:
             raise SpecError(f"{where.path}: {error}") from None
@@ -409,10 +416,7 @@ def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> lis
         where.mapping(rule, f"exclude[{i}]")
         for i, rule in enumerate(_listed(where, raw, "exclude"))
     ]
-    for i, rule in enumerate(excludes):
-        for key in rule:
-            if key not in axes:
-                raise where.error(f"exclude[{i}].{key}", f"not a grid axis ({', '.join(names)}).")
+    excludes = [_excluded(where, axes, rule, f"exclude[{i}]") for i, rule in enumerate(excludes)]
     rows = [row for row in rows if not any(matches(_labelled(row), r) for r in excludes)]
     for i, extra in enumerate(_listed(where, raw, "include")):
         extra = where.mapping(extra, f"include[{i}]")
@@ -421,11 +425,30 @@ def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> lis
     return rows
 
 
+def _excluded(where: _Where, axes: dict[str, list[Any]], rule: Mapping, key: str) -> dict:
+    """An `exclude` rule with its placement labelled as trials' are; every key must be a grid
+    axis and every value one of that axis's values (else the rule would silently drop
+    nothing)."""
+    for axis in rule:
+        if axis not in axes:
+            raise where.error(f"{key}.{axis}", f"not a grid axis ({', '.join(axes)}).")
+    rule = _labelled_match(where, rule, key)
+    for axis, value in rule.items():
+        values = [_labelled({axis: v})[axis] for v in axes[axis]]
+        if value not in values:
+            raise where.error(f"{key}.{axis}", f"{value!r} is none of the grid's values "
+                              f"{values}, so the rule would exclude nothing.")  # fmt: skip
+    return rule
+
+
 def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -> Trial:
     values = {**defaults, **row}
     options = {**fixed, **{k: v for k, v in row.items() if k not in MODEL_AXES}}
     context = ", ".join(f"{k}={v}" for k, v in row.items())
     try:
+        if "backbone" not in values:
+            raise ConfigError("no backbone: a null in an include row drops an axis, but every "
+                              "trial needs a backbone; give one (e.g. backbone: c3d).")  # fmt: skip
         for axis in ("backbone", "attention"):
             if axis in values and not isinstance(values[axis], str):
                 raise ConfigError(f"{axis} must be a registry name, got {values[axis]!r}.")
@@ -443,13 +466,29 @@ def _trial(where: _Where, row: dict[str, Any], defaults: dict, fixed: Mapping) -
             size=values["size"],
             options=tuple(sorted(options.items())),
         )
-        _check_input(trial, trial.resolve())  # resolve: names, options, placement vs backbone
+        resolved = trial.resolve()  # names, options, placement vs backbone
+        _check_input(trial, resolved)
+        trial = _stages_in_order(trial, resolved)
         if any(unsafe in trial.key for unsafe in UNSAFE_IN_KEYS):
             raise ConfigError(f"an option value makes the trial key {trial.key!r}, which would "
                               "name a folder: values may not contain '/' or '\\'.")  # fmt: skip
     except ConfigError as error:
         raise SpecError(f"{where.path}: trial ({context}): {error}") from None
     return trial
+
+
+def _stages_in_order(trial: Trial, resolved) -> Trial:
+    """`trial` with its placement's stages in the backbone's order: `[res3, res2]` builds the
+    model `[res2, res3]` does, so both get that one key (and a grid holding both, a duplicate)."""
+    if trial.placement.stages is None:
+        return trial
+    points = resolved.backbone.points(num_classes=trial.num_classes, **resolved.backbone_options)
+    order = list(dict.fromkeys(point.stage for point in points))
+    rank = {stage: i for i, stage in enumerate(order)}
+    ordered = tuple(sorted(trial.placement.stages, key=lambda stage: rank.get(stage, len(order))))
+    if ordered == trial.placement.stages:
+        return trial
+    return replace(trial, placement=replace(trial.placement, stages=ordered))
 
 
 def _check_name(where: _Where, name: str) -> str:
@@ -472,7 +511,25 @@ def _check_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
                 f"{key}.{name}", f"unknown key: a match names trial fields ({', '.join(MODEL_AXES)}"
                 ", stream, or an option of a backbone or attention module).",
             )  # fmt: skip
-    return dict(match)
+    for name, registry in (("backbone", BACKBONES), ("attention", ATTENTION)):
+        if name in match and match[name] not in registry:
+            raise where.error(f"{key}.{name}", registry.unknown_message(match[name]))
+    if match.get("stream", "rgb") not in STREAMS:
+        raise where.error(f"{key}.stream", f"{match['stream']!r} is not a stream: expected one "
+                          f"of {', '.join(STREAMS)}.")  # fmt: skip
+    return _labelled_match(where, match, key)
+
+
+def _labelled_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
+    """`match` with its placement as the label trials carry: a string as written (a label
+    such as `block[res3,res4]`), a mapping parsed (`{where: block, stages: [res3, res4]}`)."""
+    placement = match.get("placement")
+    if placement is None or isinstance(placement, str):
+        return dict(match)
+    try:
+        return {**match, "placement": parse_placement(placement).label}
+    except ConfigError as error:
+        raise where.error(f"{key}.placement", str(error)) from None
 
 
 def _check_input(trial: Trial, resolved) -> None:
@@ -526,9 +583,15 @@ def _listed(where: _Where, raw: Mapping, key: str) -> list:
 
 
 def _labelled(row: Mapping[str, Any]) -> dict[str, Any]:
-    if "placement" in row:
-        return {**row, "placement": parse_placement(row["placement"]).label}
-    return dict(row)
+    """A grid row with its placement as its trial's label; a placement that is no rule is left
+    as written, for `_trial` to report with the row."""
+    placement = row.get("placement")
+    if placement is None or isinstance(placement, str):
+        return dict(row)
+    try:
+        return {**row, "placement": parse_placement(placement).label}
+    except ConfigError:
+        return dict(row)
 
 
 def _option_names() -> set[str]:

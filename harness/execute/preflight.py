@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import Spec, SpecError
+import torch
+
+from harness.config import Spec, SpecError, Trial
+from harness.config.sections import TrainSection
 from harness.data.cache import INDEX_FILE, cache_command, open_cache
 from harness.data.datasets import open_dataset, require_present
 from harness.data.formats import FORMATS
 from harness.data.synthetic import synthetic_preset
 from harness.train.inputs import cache_folder, check_augmentation, dataset_config
+from harness.train.optim import set_trainable
+from registry import ConfigError, fitted_state, read_state_dict
 
 
 def readiness(spec: Spec) -> list[str]:
@@ -24,8 +29,9 @@ def readiness(spec: Spec) -> list[str]:
     for path, users in _pretrained_users(spec).items():
         if not Path(path).is_file():
             shown = sorted(set(users))
+            found = "is a folder, not a checkpoint file" if Path(path).is_dir() else "not found"
             missing.append(
-                f"pretrained weights: {path!r} not found, needed by {len(users)} trial(s) "
+                f"pretrained weights: {path!r} {found}, needed by {len(users)} trial(s) "
                 f"({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}). "
                 "Download the checkpoint named in the spec's comments (Hara et al.'s Kinetics "
                 "checkpoints for the 3D ResNets) and put it there; the harness never downloads."
@@ -89,11 +95,13 @@ def preflight(spec: Spec) -> None:
     that does not match the data."""
     for pretrained in dict.fromkeys(spec.train_for(t).pretrained for t in spec.trials):
         if pretrained and not Path(pretrained).is_file():
+            found = "is a folder" if Path(pretrained).is_dir() else "does not exist"
             raise SpecError(
-                f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} does not exist. "
+                f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} {found}. "
                 "Give the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness "
                 "never downloads weights."
             )
+    check_models(spec)
     check_augmentation(spec)
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = dataset_config(spec, split)
@@ -107,6 +115,40 @@ def preflight(spec: Spec) -> None:
                 f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match dataset "
                 f"{spec.dataset.name} split {split}, which has {len(lists.classes)} classes."
             )
+
+
+def check_models(spec: Spec) -> None:
+    """Each `train.pretrained` file is a tensor checkpoint that fits every model that loads it,
+    and each `train.trainable` selects a parameter of its models. Checked on models built on
+    the meta device (shapes, no memory), so a wrong file or a misspelt layer is one error
+    before anything trains, not the failure of every trial."""
+    sources: dict[str, dict[str, torch.Tensor]] = {}  # each file read once
+    checked = set()
+    for trial in spec.trials:
+        train = spec.train_for(trial)
+        model = (trial.backbone, trial.attention, trial.placement, trial.num_classes,
+                 trial.options, train.pretrained, str(train.trainable))  # fmt: skip
+        if model in checked or (not train.pretrained and train.trainable == "all"):
+            continue
+        checked.add(model)
+        try:
+            _check_model(trial, train, sources)
+        except ConfigError as error:
+            key = "train.pretrained" if train.pretrained else "train.trainable"
+            raise SpecError(f"{spec.path}: key '{key}', trial {trial.key}: {error}") from None
+
+
+def _check_model(trial: Trial, train: TrainSection, sources: dict) -> None:
+    resolved = trial.resolve()
+    with torch.device("meta"):
+        model = resolved.build()
+    if train.pretrained:
+        if train.pretrained not in sources:
+            sources[train.pretrained] = read_state_dict(train.pretrained)
+        fitted_state(model, sources[train.pretrained], train.pretrained,
+                     classifier=resolved.backbone.classifier,
+                     first_conv=resolved.backbone.first_conv)  # fmt: skip
+    set_trainable(model, train.trainable)
 
 
 def _check_cache(spec: Spec, config, entries) -> None:

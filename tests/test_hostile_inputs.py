@@ -314,6 +314,13 @@ def test_stages_in_either_order_are_one_trial(tmp_path):
         load_spec(spec)
 
 
+def test_a_dataset_mistake_in_a_spec_names_the_spec_and_its_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the data commands' wording (--split-file) told as spec keys
+    spec = write_spec(tmp_path, {"dataset": {"name": "folder", "root": str(tmp_path)}})
+    assert main(["run", str(spec), "--dry-run"]) == 2
+    one_paragraph_error(capsys, f"{spec}: dataset folder:", "needs dataset.split_file")
+
+
 # Weights and trainable layers, checked on meta-device models before anything trains (exit 2),
 # not left to fail every trial.
 BAD_MODEL_SETTINGS = {

@@ -14,10 +14,17 @@ from harness.config.sections import TrainSection
 from harness.data.cache import INDEX_FILE, cache_command, open_cache
 from harness.data.datasets import open_dataset, require_present
 from harness.data.formats import FORMATS
+from harness.data.splits import DataError
 from harness.data.synthetic import synthetic_preset
 from harness.train.inputs import cache_folder, check_augmentation, dataset_config
 from harness.train.optim import set_trainable
 from registry import ConfigError, fitted_state, read_state_dict
+
+FLAG_KEYS = {  # what the `harness data` commands call the settings a spec's dataset holds
+    "--split-dir": "dataset.split_dir",
+    "--annotations": "dataset.annotations",
+    "--split-file": "dataset.split_file",
+}
 
 
 def readiness(spec: Spec) -> list[str]:
@@ -105,8 +112,11 @@ def preflight(spec: Spec) -> None:
     check_augmentation(spec)
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = dataset_config(spec, split)
-        lists, train, test = open_dataset(config)
-        require_present(config, train + test)
+        try:
+            lists, train, test = open_dataset(config)
+            require_present(config, train + test)
+        except DataError as error:
+            raise _in_spec_terms(spec, error) from None
         if spec.dataset.layout == "cache" and synthetic_preset(spec.dataset.root) is None:
             _check_cache(spec, config, train + test)
         wrong = sorted({t.num_classes for t in spec.trials} - {len(lists.classes)})
@@ -115,6 +125,15 @@ def preflight(spec: Spec) -> None:
                 f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match dataset "
                 f"{spec.dataset.name} split {split}, which has {len(lists.classes)} classes."
             )
+
+
+def _in_spec_terms(spec: Spec, error: DataError) -> SpecError:
+    """A data error as a spec's user reads it: the spec file named, and the flags of the
+    `harness data` commands it mentions told as the spec's keys."""
+    text = str(error)
+    for flag, key in FLAG_KEYS.items():
+        text = text.replace(flag, key)
+    return SpecError(f"{spec.path}: dataset {spec.dataset.name}: {text}")
 
 
 def check_models(spec: Spec) -> None:

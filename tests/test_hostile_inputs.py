@@ -146,6 +146,10 @@ BAD_VALUES = {
     "a match on a stream that does not exist": (
         {"per_trial": [{"match": {"stream": "sideways"}, "train": {"lr": 0.01}}]},
         "per_trial[0].match.stream"),
+    "a reference value that is no number": (
+        {"reference": [{"match": {}, "values": {"gflops": "high"}}]}, "reference[0].values.gflops"),
+    "a reference value under an unknown key": (
+        {"reference": [{"match": {}, "values": {"foo": 1.0}}]}, "reference[0].values.foo"),
     "a stage placed twice": (
         {"grid.placement": [{"where": "stage_output", "stages": ["res2", "res2"]}]}, "twice"),
 }  # fmt: skip

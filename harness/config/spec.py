@@ -57,6 +57,7 @@ from harness.config.sections import (
 )
 from harness.config.smoke import smoke_raw
 from harness.config.trial import Trial, matches
+from harness.data.formats import FORMATS
 from registry import (
     ATTENTION,
     BACKBONES,
@@ -551,7 +552,7 @@ def _references(where: _Where, raw: Any) -> list[Reference]:
     for i, entry in enumerate(raw):
         entry = where.mapping(entry, f"reference[{i}]")
         where.only_keys(entry, ("match", "values", "label", "cited"), f"reference[{i}]")
-        values = dict(where.mapping(entry.get("values", {}), f"reference[{i}].values"))
+        values = _reference_values(where, entry.get("values", {}), f"reference[{i}].values")
         if "cited" in entry:
             cited = where.typed(entry, "cited", str, f"reference[{i}].")
             if "match" in entry:
@@ -573,6 +574,21 @@ def _references(where: _Where, raw: Any) -> list[Reference]:
             )
         )
     return found
+
+
+def _reference_values(where: _Where, raw: Any, key: str) -> dict[str, float]:
+    """A reference row's values: numbers under the keys reports know (module docstring)."""
+    values = dict(where.mapping(raw, key))
+    datasets = "|".join(map(re.escape, FORMATS))
+    for name, value in values.items():
+        if not re.fullmatch(rf"params_m|gflops|(?:{datasets})(?:_split[1-9])?", str(name)):
+            raise where.error(f"{key}.{name}", "unknown value key: expected params_m, gflops, "
+                              f"or an accuracy as <dataset> or <dataset>_split<N> with <dataset> "
+                              f"one of {', '.join(FORMATS)} (e.g. hmdb51_split1).")  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise where.error(f"{key}.{name}", f"expected a number as the paper prints it, "
+                              f"got {value!r}.")  # fmt: skip
+    return values
 
 
 def _listed(where: _Where, raw: Mapping, key: str) -> list:

@@ -120,9 +120,7 @@ class EvalSection:
     (TSN's 1 : 1.5 by default)."""
 
     clips: Literal["sliding", "even"] = "sliding"
-    count: int = bounded(
-        10, low=1, high=1000
-    )  # even clips per video; TSN test segments for 2D backbones
+    count: int = bounded(10, low=1, high=1000)  # even clips per video; 2D: TSN test segments
     batch_size: int = bounded(16, low=1)
     fusion_weights: list[float] = bounded([1.0, 1.5], low=0)  # RGB, flow
 

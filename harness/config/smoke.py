@@ -49,7 +49,7 @@ def smoke_raw(raw: Any) -> Any:
         "normalisation": dataset.get("normalisation", "activitynet"), "crop": "random",
         "segments": 2, "subset": SMOKE_VIDEOS_PER_CLASS,
     }  # fmt: skip
-    if isinstance(raw.get("train") or {}, dict):  # anything else: validation reports it
+    if isinstance(raw.get("train", {}), dict | None):  # anything else: validation reports it
         train = dict(raw.get("train") or {})
         seeds = train.get("seeds") or [0]
         first = {"seeds": seeds[:1]} if isinstance(seeds, list) else {}  # else: reported
@@ -59,7 +59,7 @@ def smoke_raw(raw: Any) -> Any:
             kept = {k: v for k, v in entry["train"].items() if k not in SHRUNK_TRAIN}
             # a preset would bring its epochs and batch back: given beside it, they win
             entry["train"] = kept | (SHRUNK_TRAIN if "preset" in kept else {})
-    if isinstance(raw.get("eval") or {}, dict):
+    if isinstance(raw.get("eval", {}), dict | None):
         raw["eval"] = {**(raw.get("eval") or {}), "clips": "even", "count": 1, "batch_size": 8}
     raw.pop("tracking", None)
     return raw

@@ -522,13 +522,13 @@ def _check_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
 
 
 def _labelled_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
-    """`match` with its placement as the label trials carry: a string as written (a label
-    such as `block[res3,res4]`), a mapping parsed (`{where: block, stages: [res3, res4]}`)."""
-    placement = match.get("placement")
-    if placement is None or isinstance(placement, str):
-        return dict(match)
+    """`match` with its placement as the label trials carry (`_label`)."""
     try:
-        return {**match, "placement": parse_placement(placement).label}
+        return (
+            {**match, "placement": _label(match["placement"])}
+            if "placement" in match
+            else dict(match)
+        )
     except ConfigError as error:
         raise where.error(f"{key}.placement", str(error)) from None
 
@@ -599,15 +599,18 @@ def _listed(where: _Where, raw: Mapping, key: str) -> list:
 
 
 def _labelled(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A grid row with its placement as its trial's label; a placement that is no rule is left
-    as written, for `_trial` to report with the row."""
-    placement = row.get("placement")
-    if placement is None or isinstance(placement, str):
-        return dict(row)
+    """A grid row with its placement as its trial's label (`_label`); a placement that is no
+    rule is left as written, for `_trial` to report with the row."""
     try:
-        return {**row, "placement": parse_placement(placement).label}
+        return {**row, "placement": _label(row["placement"])} if "placement" in row else dict(row)
     except ConfigError:
         return dict(row)
+
+
+def _label(placement: Any) -> Any:
+    """A placement as trials carry it: a string as written (a label such as `block[res3,res4]`),
+    a mapping parsed to its label (`{where: block, stages: [res3, res4]}`)."""
+    return placement if isinstance(placement, str) else parse_placement(placement).label
 
 
 def _option_names() -> set[str]:

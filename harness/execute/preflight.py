@@ -34,11 +34,11 @@ def readiness(spec: Spec) -> list[str]:
     if synthetic_preset(spec.dataset.root) is None:
         missing += _missing_data(spec)
     for path, users in _pretrained_users(spec).items():
-        if not Path(path).is_file():
+        problem = _unreadable(path, absent="not found")
+        if problem:
             shown = sorted(set(users))
-            found = "is a folder, not a checkpoint file" if Path(path).is_dir() else "not found"
             missing.append(
-                f"pretrained weights: {path!r} {found}, needed by {len(users)} trial(s) "
+                f"pretrained weights: {path!r} {problem}, needed by {len(users)} trial(s) "
                 f"({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}). "
                 "Download the checkpoint named in the spec's comments (Hara et al.'s Kinetics "
                 "checkpoints for the 3D ResNets) and put it there; the harness never downloads."
@@ -87,6 +87,13 @@ def _missing_cache(spec: Spec) -> list[str]:
     return missing
 
 
+def _unreadable(path: str, absent: str = "does not exist") -> str | None:
+    """Why no checkpoint file is at `path` (`absent`, or "is a folder"), or None."""
+    if Path(path).is_file():
+        return None
+    return "is a folder, not a checkpoint file" if Path(path).is_dir() else absent
+
+
 def _pretrained_users(spec: Spec) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {}
     for trial in spec.trials:
@@ -101,10 +108,10 @@ def preflight(spec: Spec) -> None:
     missing root, split files or split entries, a missing or stale clip cache, a class count
     that does not match the data."""
     for pretrained in dict.fromkeys(spec.train_for(t).pretrained for t in spec.trials):
-        if pretrained and not Path(pretrained).is_file():
-            found = "is a folder" if Path(pretrained).is_dir() else "does not exist"
+        problem = _unreadable(pretrained) if pretrained else None
+        if problem:
             raise SpecError(
-                f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} {found}. "
+                f"{spec.path}: key 'train.pretrained': checkpoint {pretrained!r} {problem}. "
                 "Give the path of a downloaded file (e.g. resnet-50-kinetics.pth); the harness "
                 "never downloads weights."
             )

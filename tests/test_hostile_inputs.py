@@ -125,6 +125,8 @@ BAD_VALUES = {
     "empty grid axis": ({"grid.attention": []}, "grid.attention"),
     "unknown train key": ({"train.epoch": 3}, "epoch"),
     "an include row that drops the backbone": ({"include": [{"backbone": None}]}, "no backbone"),
+    "an include row naming no attention module": (
+        {"include": [{"attention": "eem"}]}, "include[0].attention"),
     "train as a word": ({"train": "abc"}, "key 'train'"),
     "train as a list": ({"train": ["lr"]}, "key 'train'"),
     "a list for a preset": ({"train.preset": ["hara_scratch"]}, "train.preset"),
@@ -277,6 +279,15 @@ BAD_FLAGS = {
         ["run", "SPEC", "--set", "train.epochs=-3"], "--set 'train.epochs=-3' (applied to "),
     "an unknown key, given by --set": (
         ["run", "SPEC", "--set", "train.epoch=3"], "--set 'train.epoch=3' (applied to "),
+    "a bench crop of 5000 pixels (a typo)": (
+        ["bench", "data", "synthetic", "--root", "r", "--size", "5000"], "--size 5000"),
+    "a bench clip of 2000 frames": (["bench", "train", "resnet3d_10", "--frames", "2000"],
+                                    "--frames 2000: expected at most 1024"),
+    "a cache short side of 9000 pixels": (
+        ["data", "cache", "synthetic", "--root", "r", "--short-side", "9000"], "--short-side 9000"),
+    "a misspelt attention module, given by --set": (
+        ["run", "SPEC", "--set", "grid.attention=[se, eem]"],
+        "--set 'grid.attention=[se, eem]' (applied to "),
 }  # fmt: skip
 
 

@@ -8,8 +8,9 @@ import json
 import math
 from pathlib import Path
 
-from harness.cli.checks import device_flag, require_existing, require_positive
+from harness.cli.checks import device_flag, require_at_most, require_existing, require_positive
 from harness.cli.data import add_dataset_arguments, dataset_config
+from harness.config.spec import AXIS_LIMITS
 from harness.data.bench import TRAIN_RATE, bench_data, format_bench
 from harness.data.cache import INDEX_FILE
 from harness.data.clips import ClipProtocol
@@ -66,6 +67,7 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 def _bench_data(args: argparse.Namespace) -> int:
     require_positive(args, "frames", "size", "videos", "clips", "workers", "cores")
+    require_at_most(args, frames=AXIS_LIMITS["frames"], size=AXIS_LIMITS["size"])
     require_existing(args, "prepared", "", PREPARE_COMMAND)
     require_existing(args, "cache", INDEX_FILE, CACHE_COMMAND)
     if not (math.isfinite(args.train_rate) and args.train_rate > 0):
@@ -89,6 +91,7 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 def _bench_train(args: argparse.Namespace) -> int:
     require_positive(args, "batch", "frames", "size", "steps", "workers")
+    require_at_most(args, frames=AXIS_LIMITS["frames"], size=AXIS_LIMITS["size"])
     device = device_flag(args.device)
     require_existing(args, "cache", INDEX_FILE, CACHE_COMMAND)
     threads = args.workers or loader_workers(None, device or default_device())

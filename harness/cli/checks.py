@@ -28,6 +28,15 @@ def _require_at_least(args: argparse.Namespace, minimum: int, names: tuple[str, 
             raise ConfigError(f"{_flag(name)} {value}: expected {expected}.")
 
 
+def require_at_most(args: argparse.Namespace, **limits: int) -> None:
+    """Every flag `--name` given must be at most `limits[name]`: beyond it, a typo that would
+    otherwise allocate gigabytes or run for hours (e.g. `--size 5000` for 500)."""
+    for name, limit in limits.items():
+        value = getattr(args, name)
+        if value is not None and value > limit:
+            raise ConfigError(f"{_flag(name)} {value}: expected at most {limit}.")
+
+
 def require_folder(args: argparse.Namespace, name: str) -> None:
     """The flag `--name`, when given and already there, must be a folder, not a file."""
     value = getattr(args, name)

@@ -9,7 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli.checks import require_folder, require_non_negative, require_positive
+from harness.cli.checks import (
+    require_at_most,
+    require_folder,
+    require_non_negative,
+    require_positive,
+)
+from harness.config.sections import SHORT_SIDE_LIMIT
 from harness.data.cache import DEFAULT_SHORT_SIDE, build_cache, default_folder
 from harness.data.check import check_dataset, summary
 from harness.data.datasets import DatasetConfig
@@ -114,6 +120,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     require_positive(args, "workers", "short_side")
+    require_at_most(args, short_side=SHORT_SIDE_LIMIT)
     require_folder(args, "out")
     start = time.perf_counter()
     counts = prepare_frames(
@@ -144,6 +151,7 @@ def short_side(text: str) -> int | None:
 
 def _cache(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
+    require_at_most(args, short_side=SHORT_SIDE_LIMIT)
     require_folder(args, "out")
     start = time.perf_counter()
     config = dataset_config(args)

@@ -18,6 +18,7 @@ from registry import ConfigError
 from registry.options import check_value
 
 SEED_LIMIT = 2**32 - 1  # NumPy's seeds are 32-bit
+SHORT_SIDE_LIMIT = 4096  # pixels; beyond, a typo that allocates gigabytes per frame
 
 
 def bounded(default: Any = MISSING, *, low: float | None = None, high: float | None = None,
@@ -56,7 +57,8 @@ class DatasetSection:
     flow_root: str | None = None  # TSN-style flow images (`harness data flow`), for flow streams
     segments: int = bounded(3, low=1, high=256)  # TSN segments per training video (2D backbones)
     subset: int | None = bounded(None, low=1)  # only the first N train and test videos per class
-    short_side: int | None = bounded(None, low=8, high=4096)  # frames scaled first; None: as stored
+    # frames scaled first; None: as stored
+    short_side: int | None = bounded(None, low=8, high=SHORT_SIDE_LIMIT)
     layout: Literal["files", "cache"] = "files"  # cache: `harness data cache`'s store
     cache: str | None = None  # the cache folder; None: where `harness data cache` writes by default
     augment_on: Literal["auto", "host", "device"] = "auto"  # auto: the GPU when reading a cache

@@ -404,6 +404,7 @@ def _grid_axes(where: _Where, grid: Any) -> dict[str, list[Any]]:
         if not values:
             raise where.error(f"grid.{axis}", "the list is empty; give at least one value.")
         axes[axis] = values
+        _check_registered(where, axis, values, f"grid.{axis}")
     for required in ("backbone",):
         if required not in axes:
             raise where.error("grid", f"the grid needs a '{required}' axis.")
@@ -421,9 +422,24 @@ def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> lis
     rows = [row for row in rows if not any(matches(_labelled(row), r) for r in excludes)]
     for i, extra in enumerate(_listed(where, raw, "include")):
         extra = where.mapping(extra, f"include[{i}]")
+        for axis, value in extra.items():
+            _check_registered(where, axis, [value], f"include[{i}].{axis}")
         row = {**{axis: values[0] for axis, values in axes.items()}, **extra}
         rows.append({k: v for k, v in row.items() if v is not None})  # null drops an axis
     return rows
+
+
+def _check_registered(where: _Where, axis: str, values: list[Any], key: str) -> None:
+    """A grid or include value of `backbone` or `attention` must be a registered name, blamed
+    on its key (so a `--set grid.backbone=…` typo is told as that override's)."""
+    registry = {"backbone": BACKBONES, "attention": ATTENTION}.get(axis)
+    for value in values if registry is not None else []:
+        if value is None and key.startswith("include"):
+            continue  # a null in an include row drops the axis
+        if not isinstance(value, str):
+            raise where.error(key, f"expected a registry name, got {value!r}.")
+        if value not in registry:
+            raise where.error(key, registry.unknown_message(value))
 
 
 def _excluded(where: _Where, axes: dict[str, list[Any]], rule: Mapping, key: str) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.config.advice import spec_warnings
 from harness.config.smoke import warn_dropped_weights
 from harness.config.spec import load_spec, select_trials
 from harness.data.datasets import cache_dir
@@ -86,6 +87,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.smoke:
         warn_dropped_weights(load_spec(args.spec, args.set).resolved)
     spec = select_trials(load_spec(args.spec, args.set, smoke=args.smoke), args.trial)
+    for line in [] if args.smoke else spec_warnings(spec):  # --smoke shrinks them on purpose
+        print(f"warning: {line}", file=sys.stderr)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     started = time.perf_counter()
     if any(spec.train_for(trial).deterministic for trial in spec.trials):

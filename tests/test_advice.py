@@ -1,5 +1,6 @@
-"""Train settings that change nothing (`harness.config.advice`): each is warned about on
-`harness run`, naming the key; the specs of both papers and the defaults give no warning."""
+"""What a spec gives that changes nothing (`harness.config.advice`): train settings the run does
+not read and match blocks matching no trial are warned about on `harness run`, naming the key;
+the specs of both papers and the defaults give no warning."""
 
 from __future__ import annotations
 
@@ -63,3 +64,19 @@ def test_run_prints_the_warning_and_still_runs(tmp_path, monkeypatch, capsys):
     assert "(3 of 9 trials)" in err, err
     assert main(["run", "spec.yaml", "--dry-run", "--smoke"]) in (0, 2)
     assert "warning" not in capsys.readouterr().err  # --smoke shrinks settings on purpose
+
+
+def test_a_match_block_matching_no_trial_is_named(tmp_path):
+    spec = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
+    spec["reference"] = [
+        {"match": {"attention": "eam"}, "values": {"gflops": 1.0}},
+        {"match": {"attention": "eca"}, "values": {"gflops": 1.0}},  # not in the grid
+        {"cited": "TSN", "values": {"ucf101": 0.9}},  # matches nothing by design
+    ]
+    spec["per_trial"] = [{"match": {"frames": 61}, "train": {"lr": 0.01}}]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    lines = spec_warnings(load_spec(tmp_path / "spec.yaml"))
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines] == [
+        "reference[1] matches no trial",
+        "per_trial[0] matches no trial",
+    ], lines

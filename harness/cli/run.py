@@ -86,9 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
     if args.smoke:
         warn_dropped_weights(load_spec(args.spec, args.set).resolved)
-    spec = select_trials(load_spec(args.spec, args.set, smoke=args.smoke), args.trial)
+    spec = load_spec(args.spec, args.set, smoke=args.smoke)
     for line in [] if args.smoke else spec_warnings(spec):  # --smoke shrinks them on purpose
         print(f"warning: {line}", file=sys.stderr)
+    spec = select_trials(spec, args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     started = time.perf_counter()
     if any(spec.train_for(trial).deterministic for trial in spec.trials):

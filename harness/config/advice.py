@@ -1,4 +1,7 @@
-"""Train settings that change nothing in the run a spec describes, told as warnings.
+"""What a spec gives that changes nothing in the runs it describes, told as warnings.
+
+A `reference` or `per_trial` entry whose `match` matches no trial (a `frames: 61` for 16) is
+silently unused: no report row shows its values, no trial trains with its settings.
 
 The optimiser and the schedule each read only some of `train`'s keys (`harness.train.optim`):
 AdamW ignores `momentum` and `dampening`; only EAM's eq. 12 schedule (`schedule: eam`) reads
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from harness.config.pairs import two_stream_pairs
 from harness.config.sections import TrainSection
 from harness.config.spec import Spec
+from harness.config.trial import matches
 
 DEFAULT = TrainSection()
 READ_BY = {  # key: (the optimizer or schedule setting that decides, the values that read it)
@@ -27,8 +32,30 @@ READ_BY = {  # key: (the optimizer or schedule setting that decides, the values 
 
 
 def spec_warnings(spec: Spec) -> list[str]:
-    """`inert_settings` of every trial's train settings, each line once, naming the spec and,
-    when `per_trial` confines it to some trials, how many."""
+    """The spec's match blocks that match no trial, then `inert_settings` of every trial's
+    train settings, each line once; every line names the spec and, when `per_trial` confines
+    a setting to some trials, how many."""
+    unmatched = [f"{spec.path}: {line}" for line in unmatched_blocks(spec)]
+    return unmatched + _inert_in_trials(spec)
+
+
+def unmatched_blocks(spec: Spec) -> list[str]:
+    """The `reference` entries (cited rows aside) and `per_trial` entries matching no trial
+    (a reference may match a two-stream pair's fused row)."""
+    rows = [t.fields() for t in spec.trials] + [p.fields() for p in two_stream_pairs(spec)]
+    lines = [
+        f"reference[{i}] matches no trial ({reference.match}): its values appear in no report row."
+        for i, reference in enumerate(spec.references)
+        if not reference.cited and not any(matches(row, reference.match) for row in rows)
+    ]
+    return lines + [
+        f"per_trial[{i}] matches no trial ({match}): its train settings change nothing."
+        for i, (match, _) in enumerate(spec.per_trial)
+        if not any(matches(trial.fields(), match) for trial in spec.trials)
+    ]
+
+
+def _inert_in_trials(spec: Spec) -> list[str]:
     counts: Counter[str] = Counter()
     for trial in spec.trials:
         train = spec.train_for(trial)

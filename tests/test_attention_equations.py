@@ -177,6 +177,24 @@ def test_even_kernels_are_refused(make):
         make()
 
 
+@pytest.mark.parametrize(
+    "make, usable",
+    [
+        (lambda channels, k: EfficientChannelAttention(channels, k_size=k), True),
+        (lambda channels, k: EAMSpatial(channels, k_c=k), True),
+        (lambda channels, k: EAM(channels, k_c=k), True),
+        (lambda channels, k: EAMTemporal(channels, k_t=k), False),  # slides over frames
+    ],
+)
+def test_a_channel_kernel_longer_than_its_channels_can_use_is_refused(make, usable):
+    make(8, 15)  # 2·8 − 1: the last taps still reach a channel
+    if usable:
+        with pytest.raises(ConfigError, match="up to 15"):
+            make(8, 17)
+    else:
+        make(8, 17)
+
+
 def _module_cases():
     for name in ATTENTION:
         for dims, cls in sorted(ATTENTION.get(name).classes.items()):

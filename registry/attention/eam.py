@@ -54,7 +54,7 @@ class EAMSpatial(nn.Module):
 
     def __init__(self, channels: int, *, k_c: int = 3, residual: bool = False) -> None:
         super().__init__()
-        self.gate = LocalInteractionGate(check_odd_kernel("eam_s", "k_c", k_c))
+        self.gate = LocalInteractionGate(check_odd_kernel("eam_s", "k_c", k_c, channels=channels))
         self.residual = residual
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:

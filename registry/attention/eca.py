@@ -27,7 +27,7 @@ class EfficientChannelAttention(nn.Module):
     def __init__(self, channels: int, *, k_size: int | None = None) -> None:
         super().__init__()
         k = adaptive_eca_kernel(channels) if k_size is None else k_size
-        check_odd_kernel("eca", "k_size", k)
+        check_odd_kernel("eca", "k_size", k, channels=channels)
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,11 +33,19 @@ def broadcastable(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return weights.view(*weights.shape, *([1] * (like.dim() - 2)))
 
 
-def check_odd_kernel(module: str, option: str, value: int) -> int:
+def check_odd_kernel(module: str, option: str, value: int, *, channels: int | None = None) -> int:
+    """`value`, a kernel size that must be a positive odd integer; for a kernel across
+    `channels`, at most 2·channels − 1 (beyond, its extra taps only ever see zero padding)."""
     if value < 1 or value % 2 == 0:
         raise ConfigError(
             f"{module}: option {option}={value} is not allowed; the kernel size must be a positive "
             "odd integer (1, 3, 5, 7, 9, …) so that the convolution keeps every position centred."
+        )
+    if channels is not None and value > 2 * channels - 1:
+        raise ConfigError(
+            f"{module}: option {option}={value} is too long for {channels} channels: a kernel "
+            f"sliding across them can use {2 * channels - 1} taps at most (the others only ever "
+            f"see zero padding); use an odd size up to {2 * channels - 1}."
         )
     return value
 

@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from harness.config.sections import TrainSection
 from harness.data.cache import build_cache
 from harness.data.datasets import DatasetConfig
 from harness.data.synthetic import materialise
-from harness.execute.gpus import claimed_gpu
+from harness.execute.gpus import claimed_gpu, gpu_names
 from harness.tracking.mlflow_store import MlflowStore
 from harness.tracking.schema import TRACEBACK_ARTIFACT
 from harness.train import distributed
@@ -153,7 +154,7 @@ def test_loader_workers_follow_the_spec_else_the_cores(monkeypatch):
 
 
 def _hold_a_gpu(folder: str, seconds: float, log) -> None:
-    with claimed_gpu(2, folder=Path(folder), poll=0.02) as gpu:
+    with claimed_gpu(["uuid-a", "uuid-b"], folder=Path(folder), poll=0.02) as gpu:
         log.put(("start", gpu, time.monotonic()))
         time.sleep(seconds)
         log.put(("end", gpu, time.monotonic()))
@@ -177,15 +178,48 @@ def test_four_workers_share_two_gpus_one_trial_at_a_time(tmp_path):
 
 
 def test_per_gpu_slots_let_trials_share_when_asked(tmp_path):
-    with claimed_gpu(1, per_gpu=2, folder=tmp_path) as first:
-        with claimed_gpu(1, per_gpu=2, folder=tmp_path) as second:
+    with claimed_gpu(["uuid-a"], per_gpu=2, folder=tmp_path) as first:
+        with claimed_gpu(["uuid-a"], per_gpu=2, folder=tmp_path) as second:
             assert first == second == 0
 
 
+def test_a_claim_names_the_physical_gpu_not_its_index(tmp_path):
+    """A sweep under CUDA_VISIBLE_DEVICES=1 sees GPU b as its index 0; a sweep beside it that
+    sees both gets a (its index 0) and no trial goes to b meanwhile; a third waits, saying so."""
+    waits: list = []
+    with claimed_gpu(["uuid-b"], folder=tmp_path) as masked:
+        with claimed_gpu(["uuid-a", "uuid-b"], folder=tmp_path) as unmasked:
+            assert (masked, unmasked) == (0, 0)  # index 0 of each: two different GPUs
+            waiter = threading.Thread(target=_claim_once, args=(tmp_path, waits))
+            waiter.start()
+            waiter.join(0.5)
+            assert waiter.is_alive() and waits == ["waiting"]  # a and b both held
+    waiter.join(5)
+    assert waits == ["waiting", 0]  # a, once its holder ended
+
+
+@pytest.mark.gpu
+@requires_gpu()
+def test_gpus_are_named_by_uuid():
+    names = gpu_names()
+    assert len(set(names)) == len(names) == torch.cuda.device_count()
+    assert not any(name.startswith("index") for name in names), names  # the driver gave none
+
+
+def _claim_once(folder: Path, log: list) -> None:
+    with claimed_gpu(["uuid-a", "uuid-b"], folder=folder, poll=0.02,
+                     waiting=lambda: log.append("waiting")) as gpu:  # fmt: skip
+        log.append(gpu)
+
+
 def test_bf16_conv3d_check_measures_agreement_and_speed():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
     check = conv3d_check(CPU, channels=8, frames=4, side=8, repeats=1)
     assert 0 < check.relative_error < BF16_TOLERANCE and check.agrees
     assert check.speedup > 0
+    assert torch.equal(torch.rand(3), expected)  # a trial's draws do not depend on the check
 
 
 def test_a_programming_error_stops_the_sweep_with_its_traceback_saved(tmp_path, monkeypatch):
@@ -290,3 +324,25 @@ def test_optimiser_state_takes_the_resumed_parameters_layout():
     match_parameter_layouts(again)
     moved = again.state[resumed.weight]["momentum_buffer"]
     assert moved.stride() == weight.stride() and torch.equal(moved, momentum)
+
+
+def test_a_resume_keeps_the_optimiser_kernel_of_this_run(tmp_path):
+    """A resume file written by an unfused optimiser (a CPU run) read by a fused one (a GPU's
+    run settings): `load_state_dict` alone would put the file's `fused=None` back."""
+    from harness.train.checkpoint import load_checkpoint, save_checkpoint
+
+    def trained(fused: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+
+    model, optimizer, schedule = trained(fused=False)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, optimizer, schedule, 0, owner="o", config_hash="h")
+    model, optimizer, schedule = trained(fused=True)
+    assert load_checkpoint(path, model, optimizer, schedule, owner="o", config_hash="h") == 0
+    assert optimizer.param_groups[0]["fused"] is True
+    assert optimizer.param_groups[0]["lr"] == 0.1 and optimizer.state  # the rest is the file's

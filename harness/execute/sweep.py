@@ -16,9 +16,11 @@ store already exists (the caller opened it), so parallel workers never race on i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -28,7 +30,7 @@ from harness.device import CONCURRENT_TRIALS_ENV, cores_per_process
 from harness.execute.backends import run_dask, run_local
 from harness.execute.failures import free_memory, run_or_reason
 from harness.execute.fusion import fuse_finished
-from harness.execute.gpus import claimed_gpu
+from harness.execute.gpus import claimed_gpu, gpu_names, lock_folder
 from harness.execute.locks import trial_claim
 from harness.execute.preflight import preflight, readiness
 from harness.tracking import Store, open_store
@@ -154,7 +156,8 @@ def _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu) -> 
     if jobs == 1 and not scheduler:
         for k, (trial, resuming) in enumerate(todo, 1):  # each announced, its results under it
             print(f"run   [{k}/{len(todo)}] {trial.key}{resuming}{_time_left(summary, todo, k)}")
-            summary.add(trial.key, run_guarded(spec, trial, store, progress=progress))
+            with _own_gpu():
+                summary.add(trial.key, run_guarded(spec, trial, store, progress=progress))
         return
     for k, (trial, resuming) in enumerate(todo, 1):
         print(f"queue [{k}/{len(todo)}] {trial.key}{resuming}")
@@ -166,6 +169,27 @@ def _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu) -> 
         outcomes = run_local(job, trials, jobs)
     for key, outcome in outcomes:
         summary.add(key, outcome)
+
+
+@contextlib.contextmanager
+def _own_gpu() -> Iterator[None]:
+    """On a GPU machine, a trial of a one-at-a-time sweep claims its GPU from the machine's pool
+    as `--jobs` workers do, so sweeps started side by side never share one (under torchrun the
+    ranks' GPUs are the launcher's choice)."""
+    if not torch.cuda.is_available() or distributed.current().launched:
+        yield
+        return
+    with claimed_gpu(gpu_names(), waiting=_say_waiting) as gpu:
+        torch.cuda.set_device(gpu)
+        try:
+            yield
+        finally:  # hand the GPU back empty, not holding this trial's cached blocks
+            free_memory()
+
+
+def _say_waiting() -> None:
+    print(f"      waiting for a GPU: other harness trials hold every one (claims in "
+          f"{lock_folder()}); this trial starts when one ends.", flush=True)  # fmt: skip
 
 
 def _time_left(summary: Summary, todo: list, k: int) -> str:
@@ -212,12 +236,14 @@ def trial_in_worker(
     the trial's duration) or its share of the CPU cores, in the launching folder (on a
     cluster, a path the workers share), logging to the store at `uri` (created before fan-out)."""
     os.chdir(folder)
+    if torch.cuda.is_available():  # the trials that run at once: at most per_gpu on each GPU
+        slots = min(slots, torch.cuda.device_count() * per_gpu)
     os.environ[CONCURRENT_TRIALS_ENV] = str(slots)  # sizes the loaders (harness.device)
     store = open_store(uri, spec.name)
     if not torch.cuda.is_available():
         torch.set_num_threads(cores_per_process())
         return run_guarded(spec, trial, store, progress=False)
-    with claimed_gpu(torch.cuda.device_count(), per_gpu=per_gpu) as gpu:
+    with claimed_gpu(gpu_names(), per_gpu=per_gpu) as gpu:
         torch.cuda.set_device(gpu)
         try:
             return run_guarded(spec, trial, store, progress=False)

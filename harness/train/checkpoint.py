@@ -21,6 +21,7 @@ import torch
 
 CHECKPOINTS = Path("checkpoints")
 UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError)
+KERNEL_KEYS = ("fused", "foreach")  # how an optimiser steps: the run's device decides, not a file
 
 
 def checkpoint_path(spec_name: str, trial_key: str) -> Path:
@@ -70,7 +71,10 @@ def load_checkpoint(path: Path, model, optimizer, schedule, *, owner: str,
     if problem:
         return set_aside(path, problem)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    kernels = [{k: g[k] for k in KERNEL_KEYS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state["optimizer"])  # replaces the groups' settings: saved ones
+    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)  # this run's kernel (a resume on a GPU of a CPU run keeps `fused`)
     match_parameter_layouts(optimizer)
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])

@@ -41,7 +41,8 @@ def conv3d_check(
     error and the time ratio."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, channels, frames, side, side, generator=generator).to(device)
-    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
+    with torch.random.fork_rng(devices=[]):  # a trial's draws must not depend on this check
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
     with torch.no_grad():
         with backend_flags(StepSettings.reference(), device):  # IEEE fp32, not TF32
             exact, fp32_seconds = _timed(lambda: conv(x), device, repeats)

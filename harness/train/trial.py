@@ -97,6 +97,7 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
     data = trial_data(spec, trial)
     context = _Context(spec, trial, train, group, settings, workers, progress,
                        augments_on_device(spec, data, group.device))  # fmt: skip
+    _fresh_device_state(settings, group.device)
     with backend_flags(settings, group.device):
         _seed(trial.seed)
         model = prepare_model(_model(trial, train), settings, group.device)
@@ -120,6 +121,16 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
             if group.main:  # a finished trial needs no resume point; a paper sweep would
                 shutil.rmtree(resume.parent, ignore_errors=True)  # else keep hundreds
     distributed.barrier()
+
+
+def _fresh_device_state(settings: StepSettings, device: torch.device) -> None:
+    """What an earlier trial of this process left: its peak memory (an out-of-memory message
+    reports this trial's) and its compiled graphs (a sweep of many models would reach dynamo's
+    recompile limit and silently fall back to eager)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if settings.compile:
+        torch._dynamo.reset()
 
 
 @dataclass(frozen=True)

@@ -212,11 +212,12 @@ def _claim_once(folder: Path, log: list) -> None:
         log.append(gpu)
 
 
-def test_bf16_conv3d_check_measures_agreement_and_speed():
+@pytest.mark.parametrize("channels_last", [False, True])  # True: the layout a GPU trains in
+def test_bf16_conv3d_check_measures_agreement_and_speed(channels_last):
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    check = conv3d_check(CPU, channels=8, frames=4, side=8, repeats=1)
+    check = conv3d_check(CPU, channels=8, frames=4, side=8, repeats=1, channels_last=channels_last)
     assert 0 < check.relative_error < BF16_TOLERANCE and check.agrees
     assert check.speedup > 0
     assert torch.equal(torch.rand(3), expected)  # a trial's draws do not depend on the check

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -26,7 +26,7 @@ BF16_TOLERANCE = 2e-2  # relative (Frobenius) error; bf16 keeps 8 significant bi
 
 @dataclass(frozen=True)
 class Conv3dCheck:
-    relative_error: float  # ‖bf16 − fp32‖ / ‖fp32‖
+    relative_error: float  # ‖bf16 − fp32‖ / ‖fp32‖, the largest of output, input and weight grads
     speedup: float  # fp32 time / bf16 time
 
     @property
@@ -35,24 +35,47 @@ class Conv3dCheck:
 
 
 def conv3d_check(
-    device: torch.device, *, channels: int = 64, frames: int = 8, side: int = 28, repeats: int = 5
-) -> Conv3dCheck:
-    """One 3×3×3 convolution (batch 4) in IEEE fp32 and under bf16 autocast: their relative
-    error and the time ratio."""
+    device: torch.device, *, channels: int = 64, frames: int = 8, side: int = 28, repeats: int = 5,
+    channels_last: bool | None = None,
+) -> Conv3dCheck:  # fmt: skip
+    """One 3×3×3 convolution (batch 4) forward and backward, as training runs it (channels-last
+    on a GPU, or as `channels_last` says), in IEEE fp32 and under bf16 autocast: the largest
+    relative error of its output and its two gradients, and the time ratio. Both halves run
+    under the caller's cuDNN autotuning setting (a run's: on), so the ratio is bf16's alone."""
+    gpu_layout = device.type == "cuda" if channels_last is None else channels_last
+    layout = torch.channels_last_3d if gpu_layout else torch.contiguous_format
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, channels, frames, side, side, generator=generator).to(device)
+    x, upstream = (
+        torch.randn(4, channels, frames, side, side, generator=generator)
+        .to(device)
+        .contiguous(memory_format=layout)
+        for _ in range(2)
+    )
     with torch.random.fork_rng(devices=[]):  # a trial's draws must not depend on this check
-        conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
-    with torch.no_grad():
-        with backend_flags(StepSettings.reference(), device):  # IEEE fp32, not TF32
-            exact, fp32_seconds = _timed(lambda: conv(x), device, repeats)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            rounded, bf16_seconds = _timed(lambda: conv(x), device, repeats)
-    error = (rounded.float() - exact).norm() / exact.norm().clamp_min(1e-12)
-    return Conv3dCheck(float(error), fp32_seconds / max(bf16_seconds, 1e-12))
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device, memory_format=layout)
+    x.requires_grad_()
+
+    @torch.enable_grad()  # whatever the caller's grad mode
+    def step() -> tuple[torch.Tensor, ...]:
+        out = conv(x)
+        grads = torch.autograd.grad(out, (x, conv.weight), upstream.to(out.dtype))
+        return (out.detach(), *grads)
+
+    fp32 = replace(StepSettings.reference(), cudnn_benchmark=torch.backends.cudnn.benchmark)
+    with backend_flags(fp32, device):  # IEEE fp32, not TF32
+        exact, fp32_seconds = _timed(step, device, repeats)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        rounded, bf16_seconds = _timed(step, device, repeats)
+    error = max(_relative_error(r, e) for r, e in zip(rounded, exact, strict=True))
+    return Conv3dCheck(error, fp32_seconds / max(bf16_seconds, 1e-12))
 
 
-def _timed(call, device: torch.device, repeats: int) -> tuple[torch.Tensor, float]:
+def _relative_error(rounded: torch.Tensor, exact: torch.Tensor) -> float:
+    """‖rounded − exact‖ / ‖exact‖ (Frobenius), in fp32."""
+    return float((rounded.float() - exact).norm() / exact.norm().clamp_min(1e-12))
+
+
+def _timed(call, device: torch.device, repeats: int) -> tuple[tuple[torch.Tensor, ...], float]:
     result = call()  # warm-up (and cuDNN's choice of algorithm)
     synchronize(device)
     started = time.perf_counter()

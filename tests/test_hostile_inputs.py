@@ -285,6 +285,8 @@ BAD_FLAGS = {
                                     "--frames 2000: expected at most 1024"),
     "a cache short side of 9000 pixels": (
         ["data", "cache", "synthetic", "--root", "r", "--short-side", "9000"], "--short-side 9000"),
+    "a C3D bench on clips it cannot take": (
+        ["bench", "train", "c3d", "--frames", "4", "--size", "32"], "give --frames 16 --size 112"),
     "a misspelt attention module, given by --set": (
         ["run", "SPEC", "--set", "grid.attention=[se, eem]"],
         "--set 'grid.attention=[se, eem]' (applied to "),
@@ -298,6 +300,32 @@ def test_a_bad_flag_exits_2(tmp_path, monkeypatch, capsys, case):
     spec = str(write_spec(tmp_path))
     assert main([spec if a == "SPEC" else a for a in args]) == 2
     one_paragraph_error(capsys, expected)
+
+
+def test_run_of_a_profile_only_spec_is_refused_naming_the_missing_section(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    spec = {k: v for k, v in TINY.items() if k not in ("dataset", "train", "eval")}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    for dry_run in (["--dry-run"], []):
+        assert main(["run", "spec.yaml", *dry_run]) == 2
+        one_paragraph_error(capsys, "key 'dataset' is missing")
+
+
+def test_bench_data_on_a_split_with_no_video_on_disk_names_the_missing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (tmp_path / "videos").mkdir()
+    (splits / "classInd.txt").write_text("1 ClassA\n")
+    (splits / "trainlist01.txt").write_text("ClassA/v_ClassA_g01_c01.avi 1\n")
+    (splits / "testlist01.txt").write_text("ClassA/v_ClassA_g02_c01.avi\n")
+    args = ["bench", "data", "ucf101", "--root", "videos", "--split-dir", "splits"]
+    assert main([*args, "--workers", "1", "--videos", "2", "--clips", "2"]) == 2
+    one_paragraph_error(capsys, "v_ClassA_g01_c01.avi")
 
 
 def test_a_process_count_in_the_environment_must_be_a_number(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ from harness.data.clips import ClipProtocol
 from harness.device import default_device
 from harness.train.bench import bench_train, format_bench_train
 from harness.train.inputs import loader_workers
-from registry import ConfigError
+from registry import BACKBONES, ConfigError
 
 PREPARE_COMMAND = "`harness data prepare DATASET --root ROOT --out FOLDER` (the same videos)"
 CACHE_COMMAND = "`harness data cache DATASET --root ROOT --out FOLDER`"
@@ -92,6 +92,7 @@ def _bench_data(args: argparse.Namespace) -> int:
 def _bench_train(args: argparse.Namespace) -> int:
     require_positive(args, "batch", "frames", "size", "steps", "workers")
     require_at_most(args, frames=AXIS_LIMITS["frames"], size=AXIS_LIMITS["size"])
+    _require_fixed_input(args.backbone, args.frames, args.size)
     device = device_flag(args.device)
     require_existing(args, "cache", INDEX_FILE, CACHE_COMMAND)
     threads = args.workers or loader_workers(None, device or default_device())
@@ -102,3 +103,16 @@ def _bench_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
     return 0
+
+
+def _require_fixed_input(backbone: str, frames: int, size: int) -> None:
+    """A backbone with a fixed input (C3D's fc6) is benchmarked on clips of that shape only."""
+    fixed = BACKBONES.get(backbone).fixed_input if backbone in BACKBONES else None
+    if fixed is None:
+        return
+    wanted = {"frames": fixed[1], "size": fixed[-1]} if len(fixed) == 4 else {"size": fixed[-1]}
+    given = {"frames": frames, "size": size}
+    if any(given[flag] != value for flag, value in wanted.items()):
+        flags = " ".join(f"--{flag} {value}" for flag, value in wanted.items())
+        raise ConfigError(f"{backbone} takes {'×'.join(map(str, fixed))} clips only, not "
+                          f"--frames {frames} --size {size}: give {flags}.")  # fmt: skip

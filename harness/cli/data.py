@@ -21,7 +21,7 @@ from harness.data.check import check_dataset, summary
 from harness.data.datasets import DatasetConfig
 from harness.data.formats import FORMATS
 from harness.data.prepare import compute_flow, flow_method, prepare_frames
-from harness.data.synthetic import PRESETS, write_synthetic
+from harness.data.synthetic import PRESETS, check_synthetic_out, write_synthetic
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +98,7 @@ def _synth(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
     require_non_negative(args, "seed")
     require_folder(args, "out")
+    check_synthetic_out(args.out, args.preset, args.seed)
     start = time.perf_counter()
     root = write_synthetic(args.out, args.preset, args.seed, args.workers)
     preset = PRESETS[args.preset]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def _report(args: argparse.Namespace) -> int:
     require_folder(args, "out")
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
     for spec in specs:
+        _keep_a_report_of_runs(tracking_uri(args.tracking_uri, spec.tracking.uri),
+                               args.out or Path("reports") / spec.name)  # fmt: skip
+    for spec in specs:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
         _say_if_new(uri)
         out = args.out or Path("reports") / spec.name
@@ -72,6 +76,23 @@ def _report(args: argparse.Namespace) -> int:
                               videos=args.videos, min_effect=args.min_effect)  # fmt: skip
         _print_report(spec.name, report, out)
     return 0
+
+
+def _keep_a_report_of_runs(uri: str, out: Path) -> None:
+    """Refuse to rebuild a report that shows finished runs from a store that does not exist (a
+    mistyped --tracking-uri): every row would become pending."""
+    path = sqlite_path(uri)
+    table = out / "table.csv"
+    if path is None or path.exists() or not table.is_file():
+        return
+    with table.open(newline="") as handle:
+        done = sum(row.get("state") == "done" for row in csv.DictReader(handle))
+    if done:
+        raise ConfigError(
+            f"there is no store at {path}, but {out}/ holds a report of {done} finished "
+            "row(s): rebuilt from no store, every row would be pending. Name the store their "
+            f"runs were logged to with --tracking-uri (or remove {out}/ to rebuild it empty)."
+        )
 
 
 def _say_if_new(uri: str) -> None:
@@ -111,6 +132,7 @@ def _coverage(args: argparse.Namespace) -> int:
         raise ConfigError(
             "harness coverage: run it from the repository root (experiments/papers/)."
         )
+    _require_coverage_file(args.out)
     lines = coverage(experiments, args.tracking_uri)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(coverage_markdown(lines, tracking_uri(args.tracking_uri, None)))
@@ -123,3 +145,22 @@ def _coverage(args: argparse.Namespace) -> int:
     for line in unmapped:
         print(f"  unmapped: {line}")
     return 1 if unmapped else 0
+
+
+def _require_coverage_file(out: Path) -> None:
+    """`--out` may replace only a file `harness coverage` wrote (a typo must not overwrite a
+    spec or a note)."""
+    from harness.report.coverage import COVERAGE_TITLE
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: that is a folder; give the file to write, e.g. "
+                          f"{out / 'coverage.md'}.")  # fmt: skip
+    if out.is_file() and not _starts_with(out, COVERAGE_TITLE):
+        raise ConfigError(f"--out {out}: that file was not written by harness coverage, and "
+                          "would be overwritten. Give a new file, or the coverage file to "
+                          "rebuild (default reports/coverage.md).")  # fmt: skip
+
+
+def _starts_with(path: Path, line: str) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(line.encode())) == line.encode()

@@ -20,6 +20,7 @@ Layout, as UCF101 is distributed::
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ MOTIONS = (
 )  # fmt: skip
 SHAPES = ("Square", "Disc", "Bar")
 GROUPS = 25
+MARKER = "synthetic.json"  # which preset and seed a folder holds (`check_synthetic_out`)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,26 @@ def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0,
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_write_clip, jobs, chunksize=4))
     write_split_lists(out / "ucfTrainTestlist", classes, config.clips_per_group)
+    (out / MARKER).write_text(json.dumps({"preset": preset, "seed": seed}) + "\n")
     return video_root
+
+
+def check_synthetic_out(out: Path, preset: str, seed: int) -> None:
+    """`out` may take the `preset` dataset of `seed`: it holds no dataset, or that one already
+    (written again, file for file). A real UCF-101 there would get synthetic class folders and
+    its official split files replaced; another preset or seed, a mixture of two datasets."""
+    written = out / MARKER
+    if written.is_file():
+        found = json.loads(written.read_text())
+        if found == {"preset": preset, "seed": seed}:
+            return
+        holds = f"the synthetic {found.get('preset')!r} preset (seed {found.get('seed')})"
+    elif any((out / name).exists() for name in ("UCF-101", "ucfTrainTestlist")):
+        holds = "a dataset harness data synth did not write (UCF-101/ or ucfTrainTestlist/)"
+    else:
+        return
+    raise DataError(f"--out {out} already holds {holds}; writing the {preset!r} preset (seed "
+                    f"{seed}) there would mix or overwrite it. Give a new folder.")  # fmt: skip
 
 
 def _write_clip(job: tuple[Path, str, int, int, str, int, int]) -> None:

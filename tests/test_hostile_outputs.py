@@ -1,0 +1,58 @@
+"""Outputs that would replace what a user has: each refused with exit 2 before anything is
+written (a CLI probe found them overwriting a spec, a real dataset's split files and a report of
+finished runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.cli import main
+from tests.conftest import ROOT
+from tests.test_hostile_inputs import one_paragraph_error
+
+
+def test_coverage_never_overwrites_a_file_it_did_not_write(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments" / "papers").mkdir(parents=True)
+    spec = tmp_path / "experiments" / "mine.yaml"
+    spec.write_text("name: mine\n")
+    assert main(["coverage", "--out", str(spec)]) == 2
+    one_paragraph_error(capsys, f"--out {spec}", "not written by harness coverage")
+    assert spec.read_text() == "name: mine\n"
+
+
+def test_synth_never_writes_into_a_real_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    splits = tmp_path / "ucf" / "ucfTrainTestlist"
+    splits.mkdir(parents=True)
+    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\n")
+    assert main(["data", "synth", "--preset", "tiny", "--out", "ucf", "--workers", "1"]) == 2
+    one_paragraph_error(capsys, "--out ucf", "did not write")
+    assert [p.name for p in splits.iterdir()] == ["classInd.txt"]
+    assert not (tmp_path / "ucf" / "UCF-101").exists()
+
+
+def test_synth_writes_the_same_preset_again_but_not_another_over_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    synth = ["data", "synth", "--preset", "tiny", "--out", "s", "--workers", "1"]
+    assert main(synth) == 0 and main(synth) == 0  # the same files again
+    capsys.readouterr()
+    assert main([*synth, "--seed", "3"]) == 2
+    one_paragraph_error(capsys, "'tiny' preset (seed 0)", "Give a new folder")
+
+
+def test_report_from_a_missing_store_keeps_a_report_of_finished_runs(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "reports" / "quickstart"
+    report.mkdir(parents=True)
+    table = (ROOT / "reports" / "examples" / "quickstart" / "table.csv").read_text()
+    (report / "table.csv").write_text(table)
+    typo = tmp_path / "nowhere" / "mlflow.db"
+    quickstart = str(ROOT / "experiments" / "quickstart.yaml")
+    assert main(["report", quickstart, "--tracking-uri", f"sqlite:///{typo}", "--no-count"]) == 2
+    one_paragraph_error(capsys, f"no store at {typo}", "--tracking-uri")
+    assert (report / "table.csv").read_text() == table
+    assert [p.name for p in report.iterdir()] == ["table.csv"]
+    assert not Path(typo).parent.exists()

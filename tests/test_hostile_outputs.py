@@ -56,3 +56,15 @@ def test_report_from_a_missing_store_keeps_a_report_of_finished_runs(
     assert (report / "table.csv").read_text() == table
     assert [p.name for p in report.iterdir()] == ["table.csv"]
     assert not Path(typo).parent.exists()
+
+
+def test_a_cache_folder_of_another_dataset_is_not_rebuilt_over(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    held = tmp_path / "cache"
+    held.mkdir()
+    index = '{"version": 1, "root": "/data/hmdb51", "videos": {}}'
+    (held / "index.json").write_text(index)
+    assert main(["data", "cache", "synthetic", "--root", "videos", "--out", "cache"]) == 2
+    one_paragraph_error(capsys, "holds the clip cache of '/data/hmdb51'", "another folder")
+    assert [p.name for p in held.iterdir()] == ["index.json"]

@@ -269,6 +269,7 @@ def build_cache(
     other videos (other splits') still current and kept; `bytes` and `frames` of the store.
     One build at a time per folder (a lock file); a build with nothing to decode or drop
     leaves the store as it is."""
+    _require_same_root(out, config.root)
     _, train, test = open_dataset(config)
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
@@ -322,6 +323,21 @@ def _locked(out: Path) -> Iterator[None]:
         for partial in out.glob("*.partial"):  # left by a build that was killed
             partial.unlink(missing_ok=True)
         yield
+
+
+def _require_same_root(out: Path, root: Path) -> None:
+    """A cache folder holds one dataset root's videos: building another root's there would drop
+    every one of them (none is under the new root)."""
+    try:
+        held = json.loads((out / INDEX_FILE).read_text(encoding="utf-8")).get("root")
+    except (OSError, ValueError, AttributeError):
+        return  # no cache there, or an unreadable one: rebuilt from the sources
+    if held and Path(held) != root.resolve():
+        raise DataError(
+            f"{str(out)!r} holds the clip cache of {held!r}; building the cache of "
+            f"{str(root.resolve())!r} there would delete it. Give another folder (--out; the "
+            "default is one folder per root and short side)."
+        )
 
 
 def _previous(out: Path, short_side: int | None) -> ClipCache | None:

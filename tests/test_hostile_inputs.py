@@ -285,6 +285,10 @@ BAD_FLAGS = {
                                     "--frames 2000: expected at most 1024"),
     "a cache short side of 9000 pixels": (
         ["data", "cache", "synthetic", "--root", "r", "--short-side", "9000"], "--short-side 9000"),
+    "an override with an empty name between dots": (
+        ["run", "SPEC", "--set", "train..epochs=2"], "names joined by single dots"),
+    "an unknown section, given by --set": (
+        ["run", "SPEC", "--set", "trian.epochs=2"], "--set 'trian.epochs=2' (applied to "),
     "a C3D bench on clips it cannot take": (
         ["bench", "train", "c3d", "--frames", "4", "--size", "32"], "give --frames 16 --size 112"),
     "a misspelt attention module, given by --set": (
@@ -300,6 +304,15 @@ def test_a_bad_flag_exits_2(tmp_path, monkeypatch, capsys, case):
     spec = str(write_spec(tmp_path))
     assert main([spec if a == "SPEC" else a for a in args]) == 2
     one_paragraph_error(capsys, expected)
+
+
+def test_exponent_floats_read_as_numbers_in_specs_and_overrides(tmp_path):
+    """PyYAML alone reads `1e-3` as a string, which the float keys then refuse."""
+    spec = write_spec(tmp_path, {"train.lr": "LR"})
+    spec.write_text(spec.read_text().replace("LR", "1e-3"))
+    loaded = load_spec(spec, ["train.weight_decay=5E-4", "description=1e5x"])
+    assert (loaded.train.lr, loaded.train.weight_decay) == (0.001, 0.0005)
+    assert loaded.description == "1e5x"
 
 
 def test_run_of_a_profile_only_spec_is_refused_naming_the_missing_section(

@@ -41,9 +41,7 @@ def test_synth_writes_the_same_preset_again_but_not_another_over_it(tmp_path, mo
     one_paragraph_error(capsys, "'tiny' preset (seed 0)", "Give a new folder")
 
 
-def test_report_from_a_missing_store_keeps_a_report_of_finished_runs(
-    tmp_path, monkeypatch, capsys
-):
+def test_report_from_a_missing_store_keeps_a_report_of_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     report = tmp_path / "reports" / "quickstart"
     report.mkdir(parents=True)

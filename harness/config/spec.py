@@ -212,17 +212,25 @@ def _blamed_on_override(error: SpecError, path: Path, overrides: Sequence[str]) 
     itself holds no such value), or `error` unchanged when no override names that key."""
     message = str(error)
     for override in reversed(overrides):  # the last --set of a key is the one that counts
-        key = override.partition("=")[0]
-        parent, _, last = key.rpartition(".")
-        named = f"'{key}'" in message or f"'{last}' in {parent or 'the top level'}." in message
+        names = override.partition("=")[0].split(".")
+        prefixes = [".".join(names[:n]) for n in range(1, len(names) + 1)]  # an unknown section
+        named = any(_names_key(message, prefix) for prefix in prefixes)
         if named and message.startswith(f"{path}: "):
             problem = message.removeprefix(f"{path}: ")
             return SpecError(f"--set {override!r} (applied to {path}): {problem}")
     return error
 
 
+def _names_key(message: str, key: str) -> bool:
+    """Whether a spec error `message` is about `key` (`a.b`): "key 'a.b'" or "'b' in a."."""
+    parent, _, last = key.rpartition(".")
+    return f"'{key}'" in message or f"'{last}' in {parent or 'the top level'}." in message
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML in which a key given twice in one mapping is an error, not "the last wins"."""
+    """Safe YAML in which a key given twice in one mapping is an error, not "the last wins",
+    and `1e-3` is a float, as YAML 1.2 and every researcher read it (PyYAML's YAML 1.1 wants
+    `1.0e-3` and reads `1e-3` as a string)."""
 
     def construct_mapping(self, node, deep=False):
         seen: set = set()
@@ -235,6 +243,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -289,8 +304,9 @@ def select_trials(spec: Spec, patterns: list[str]) -> Spec:
 
 def _apply_override(raw: Any, override: str, path: Path) -> Any:
     key, separator, value = override.partition("=")
-    if not separator or not key:
-        raise SpecError(f"--set {override!r}: expected key.path=value, e.g. train.lr=0.01.")
+    if not separator or not all(key.split(".")):
+        raise SpecError(f"--set {override!r}: expected key.path=value, e.g. train.lr=0.01 "
+                        "(names joined by single dots).")  # fmt: skip
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the top level must be a mapping to apply --set {override!r}.")
     target = raw

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -393,3 +395,30 @@ def test_bench_data_reports_every_rate(tiny, tmp_path, capsys):
         assert rate == results[row]["clips_per_s_1"] * results["cores"]
         assert wait == max(0.0, 1 - rate / results["train_rate"])
     assert main([*args, "--train-rate", "0"]) == 2  # a training rate is clips/s above 0
+
+
+FORK_AFTER_OPENCV = """
+import cv2, numpy as np, torch
+from harness.data.clips import make_loader
+
+class Resized(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        frame = np.zeros((48, 64, 3), np.uint8)
+        return torch.from_numpy(cv2.resize(frame, (1600, 1200)))  # split across threads
+
+cv2.setNumThreads(2)
+cv2.resize(np.zeros((48, 64, 3), np.uint8), (1600, 1200))  # the parent's pool runs
+for batch in make_loader(Resized(), batch_size=2, workers=1, shuffle=False):
+    assert batch.shape == (2, 1200, 1600, 3)
+print("done")
+"""
+
+
+def test_a_loader_forked_after_opencv_threads_ran_does_not_deadlock():
+    """`harness bench data --size 400` hung: its workers were forked after OpenCV's thread pool
+    had run in the parent, and deadlocked at their first threaded resize."""
+    done = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr

@@ -50,6 +50,9 @@ def bench_data(
     cores: int | None = None,
 ) -> dict:
     """Every path's rates (see the module docstring) and sizes, in one dictionary."""
+    import cv2
+
+    cv2.setNumThreads(1)  # per core: OpenCV's own threads would inflate the in-process rates
     reader, entries = _reader(config, videos)
     results: dict = {"videos": _rates(TrainClips(reader, entries, protocol), clips, workers)}
     results["videos"]["raw_decode_fps"] = _raw_decode_fps(reader, entries)

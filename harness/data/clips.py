@@ -267,6 +267,8 @@ def make_loader(
     and single-threaded decoding and resizing inside each worker. With `shuffle`, call
     `loader.sampler.set_epoch(epoch)` before each epoch."""
     sampler = EpochShuffle(len(dataset), seed, rank, world) if shuffle else None
+    if workers > 0:
+        _before_forking()
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -287,6 +289,15 @@ def make_loader(
 def _worker_context():
     """Fork on Linux (DataLoader's usual start method there), spawn elsewhere."""
     return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+def _before_forking() -> None:
+    """OpenCV's thread pool does not survive a fork: a worker forked from a process whose pool
+    ran (a resize large enough to be split across threads) deadlocks at its own first such
+    resize (seen as `harness bench data --size 400` hanging). One thread here first."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _single_threaded_worker(worker_id: int) -> None:

@@ -289,6 +289,8 @@ BAD_FLAGS = {
         ["run", "SPEC", "--set", "train..epochs=2"], "names joined by single dots"),
     "an unknown section, given by --set": (
         ["run", "SPEC", "--set", "trian.epochs=2"], "--set 'trian.epochs=2' (applied to "),
+    "a bench on clips too small for the model": (
+        ["bench", "train", "vgg16", "--size", "16"], "vgg16 cannot take clips of --frames 16"),
     "a C3D bench on clips it cannot take": (
         ["bench", "train", "c3d", "--frames", "4", "--size", "32"], "give --frames 16 --size 112"),
     "a misspelt attention module, given by --set": (

@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from harness.cli.checks import device_flag, require_at_most, require_existing, require_positive
 from harness.cli.data import add_dataset_arguments, dataset_config
 from harness.config.spec import AXIS_LIMITS
@@ -15,9 +17,10 @@ from harness.data.bench import TRAIN_RATE, bench_data, format_bench
 from harness.data.cache import INDEX_FILE
 from harness.data.clips import ClipProtocol
 from harness.device import default_device
-from harness.train.bench import bench_train, format_bench_train
+from harness.execute.failures import is_out_of_memory
+from harness.train.bench import BENCH_CLASSES, bench_train, format_bench_train
 from harness.train.inputs import loader_workers
-from registry import BACKBONES, ConfigError
+from registry import BACKBONES, ConfigError, build_model
 
 PREPARE_COMMAND = "`harness data prepare DATASET --root ROOT --out FOLDER` (the same videos)"
 CACHE_COMMAND = "`harness data cache DATASET --root ROOT --out FOLDER`"
@@ -93,16 +96,43 @@ def _bench_train(args: argparse.Namespace) -> int:
     require_positive(args, "batch", "frames", "size", "steps", "workers")
     require_at_most(args, frames=AXIS_LIMITS["frames"], size=AXIS_LIMITS["size"])
     _require_fixed_input(args.backbone, args.frames, args.size)
+    _require_input_fits(args)
     device = device_flag(args.device)
     require_existing(args, "cache", INDEX_FILE, CACHE_COMMAND)
     threads = args.workers or loader_workers(None, device or default_device())
-    result = bench_train(
-        args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,
-        frames=args.frames, size=args.size, steps=args.steps, compile_model=args.compile,
-        device=device, cache=args.cache, threads=threads,
-    )  # fmt: skip
+    try:
+        result = bench_train(
+            args.backbone, attention=args.attention, placement=args.placement, batch=args.batch,
+            frames=args.frames, size=args.size, steps=args.steps, compile_model=args.compile,
+            device=device, cache=args.cache, threads=threads,
+        )  # fmt: skip
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        raise ConfigError(
+            f"--batch {args.batch}: out of memory training that many clips at once on "
+            f"{device or default_device()}; lower --batch (default 8)."
+        ) from None
     print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
     return 0
+
+
+def _require_input_fits(args: argparse.Namespace) -> None:
+    """The model takes `--frames` × `--size` clips: one forward on the meta device (no memory,
+    no time), so a clip too small for its pooling is a flag mistake, not a traceback."""
+    with torch.device("meta"):
+        model = build_model(args.backbone, attention=args.attention, placement=args.placement,
+                            num_classes=BENCH_CLASSES).eval()  # fmt: skip
+        frames = (args.frames,) if BACKBONES.get(args.backbone).dims == 3 else ()
+        clip = (1, 3, *frames, args.size, args.size)
+        try:
+            with torch.no_grad():
+                model(torch.empty(clip))
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0].rstrip(".")
+            raise ConfigError(f"{args.backbone} cannot take clips of --frames {args.frames} "
+                              f"--size {args.size}: {reason}. Give a larger --size (or "
+                              "--frames).") from None  # fmt: skip
 
 
 def _require_fixed_input(backbone: str, frames: int, size: int) -> None:

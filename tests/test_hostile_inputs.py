@@ -328,9 +328,12 @@ def test_run_of_a_profile_only_spec_is_refused_naming_the_missing_section(
         one_paragraph_error(capsys, "key 'dataset' is missing")
 
 
-def test_bench_data_on_a_split_with_no_video_on_disk_names_the_missing(
-    tmp_path, monkeypatch, capsys
-):
+@pytest.mark.parametrize(
+    "command",
+    [["bench", "data"], ["data", "prepare", "--out", "o"], ["data", "cache", "--out", "o"]],
+)
+def test_a_split_with_no_video_on_disk_names_the_missing(tmp_path, monkeypatch, capsys, command):
+    """A mistyped --root: "0 of 0 videos written", exit 0 (prepare), a ZeroDivisionError (bench)."""
     monkeypatch.chdir(tmp_path)
     splits = tmp_path / "splits"
     splits.mkdir()
@@ -338,9 +341,11 @@ def test_bench_data_on_a_split_with_no_video_on_disk_names_the_missing(
     (splits / "classInd.txt").write_text("1 ClassA\n")
     (splits / "trainlist01.txt").write_text("ClassA/v_ClassA_g01_c01.avi 1\n")
     (splits / "testlist01.txt").write_text("ClassA/v_ClassA_g02_c01.avi\n")
-    args = ["bench", "data", "ucf101", "--root", "videos", "--split-dir", "splits"]
-    assert main([*args, "--workers", "1", "--videos", "2", "--clips", "2"]) == 2
+    args = [*command[:2], "ucf101", "--root", "videos", "--split-dir", "splits", *command[2:]]
+    sample = ["--videos", "2", "--clips", "2"] if command[0] == "bench" else []
+    assert main([*args, "--workers", "1", *sample]) == 2
     one_paragraph_error(capsys, "v_ClassA_g01_c01.avi")
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_process_count_in_the_environment_must_be_a_number(tmp_path, monkeypatch, capsys):

@@ -124,14 +124,13 @@ def _prepare(args: argparse.Namespace) -> int:
     require_at_most(args, short_side=SHORT_SIDE_LIMIT)
     require_folder(args, "out")
     start = time.perf_counter()
-    counts = prepare_frames(
-        dataset_config(args), args.out, short_side=args.short_side, workers=args.workers
-    )
+    config = dataset_config(args)
+    counts = prepare_frames(config, args.out, short_side=args.short_side, workers=args.workers)
     print(
         f"{counts['written']} of {counts['videos']} videos written as JPEG frames to {args.out} "
         f"({counts['failed']} failed) in {time.perf_counter() - start:.1f} s; use --root {args.out}"
     )
-    _name_failures(counts)
+    _name_failures(counts, config)
     return 0 if counts["failed"] == 0 else 1
 
 
@@ -169,7 +168,7 @@ def _cache(args: argparse.Namespace) -> int:
         f"use it: dataset.layout: cache, dataset.short_side: {args.short_side or 'null'}"
         + (f", dataset.cache: {out}" if args.out else "")
     )
-    _name_failures(counts)
+    _name_failures(counts, config)
     return 0 if counts["failed"] == 0 else 1
 
 
@@ -177,17 +176,27 @@ def _flow(args: argparse.Namespace) -> int:
     require_positive(args, "workers")
     require_folder(args, "out")
     start = time.perf_counter()
-    counts = compute_flow(dataset_config(args), args.out, workers=args.workers)
+    config = dataset_config(args)
+    counts = compute_flow(config, args.out, workers=args.workers)
     print(
         f"{flow_method()} flow for {counts['written']} of {counts['videos']} videos written to "
         f"{args.out} ({counts['failed']} failed) in {time.perf_counter() - start:.1f} s"
     )
-    _name_failures(counts)
+    _name_failures(counts, config)
     return 0 if counts["failed"] == 0 else 1
 
 
-def _name_failures(counts: dict, shown: int = 20) -> None:
+def _name_failures(counts: dict, config: DatasetConfig, shown: int = 20) -> None:
+    """The videos the split lists name that are not there, the videos that could not be
+    decoded, and the command that says why for each."""
+    if counts.get("missing"):
+        print(f"note: {counts['missing']} video(s) the {config.name} split lists name are not "
+              f"under {config.root} and were left out; `harness data check` with the same "
+              "dataset arguments lists them.", file=sys.stderr)  # fmt: skip
     failed = counts.get("failed_videos") or []
     if failed:
         more = f" … ({len(failed)} in all)" if len(failed) > shown else ""
-        print("failed: " + ", ".join(failed[:shown]) + more, file=sys.stderr)
+        print(f"error: {len(failed)} {config.name} video(s) could not be decoded: "
+              f"{', '.join(failed[:shown])}{more}. `harness data check` with the same dataset "
+              "arguments gives each one's reason (e.g. a truncated or non-video file): replace "
+              "it, or leave it out of the split files.", file=sys.stderr)  # fmt: skip

@@ -45,6 +45,7 @@ from harness.data.datasets import (
     cache_dir,
     listed_reasons,
     open_dataset,
+    require_present,
     source_stamp,
 )
 from harness.data.splits import DataError
@@ -265,12 +266,15 @@ def build_cache(
 ) -> dict:  # fmt: skip
     """Decode the split's videos into the cache at `out`, reusing what an existing cache there
     holds unchanged (videos that failed to decode are tried again); returns counts: of the
-    split's `videos`, those `decoded`, `reused` and `failed` (and `failed_videos`); `kept`,
+    split's `videos` on disk, those `decoded`, `reused` and `failed` (and `failed_videos`), and
+    those the lists name but the root lacks (`missing`: none at all is an error); `kept`,
     other videos (other splits') still current and kept; `bytes` and `frames` of the store.
     One build at a time per folder (a lock file); a build with nothing to decode or drop
     leaves the store as it is."""
     _require_same_root(out, config.root)
     _, train, test = open_dataset(config)
+    if not any(e.found for e in train + test):
+        require_present(config, train + test)  # a mistyped --root: would drop every video
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
     with _locked(out):
@@ -288,6 +292,7 @@ def build_cache(
         "videos": len(entries), "decoded": len(decode) - len(failed),
         "reused": len(entries) - len(decode), "kept": len(current - in_split),
         "failed": len(failed), "failed_videos": failed,
+        "missing": len({e.relative for e in train + test if e.found is None}),
         "bytes": sum(r.bytes for r in records.values()),
         "frames": sum(r.frames for r in records.values()),
     }  # fmt: skip

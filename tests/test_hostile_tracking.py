@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -68,6 +69,11 @@ def file_store(folder: Path) -> tuple[str, str]:
     return f"{folder}/mlruns", f"{folder}/mlruns names a folder"  # MLflow 3 refuses it
 
 
+def sqlite_as_a_path(folder: Path) -> tuple[str, str]:
+    sqlite3.connect(folder / "runs.db").execute("create table t (x)").connection.close()
+    return f"{folder}/runs.db", f"Give it as sqlite:///{folder}/runs.db"
+
+
 def in_memory(folder: Path) -> tuple[str, str]:
     return "sqlite://", "in-memory SQLite database"  # every run would vanish with the process
 
@@ -86,6 +92,7 @@ STORES: dict[str, Callable[[Path], tuple[str, str]]] = {
     "folder in /proc": in_proc,
     "a folder for the file": a_folder,
     "old file store": file_store,
+    "an SQLite file given as a path": sqlite_as_a_path,
     "in-memory database": in_memory,
     "database server down": database_down,
 }

@@ -222,6 +222,12 @@ def _local_root(uri: str) -> Path | None:
     return None
 
 
+def _is_sqlite(path: Path) -> bool:
+    """Whether the file at `path` starts as every SQLite 3 database does."""
+    with path.open("rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
 def check_store(uri: str) -> None:
     """Open the store at `uri` and read its experiments once (creating it when new), so that a
     command serving it (`harness ui`) fails with the store's `StoreError` rather than later."""
@@ -325,7 +331,13 @@ def _explain(uri: str, path: Path | None, error: BaseException) -> str:
         )
     if is_server(uri):
         return _server_problem(shown, error)
-    if _local_root(uri) is not None and "MLFLOW_ALLOW_FILE_STORE" in _reason(error):
+    local = _local_root(uri)
+    if local is not None and local.is_file() and _is_sqlite(local):
+        return (
+            f"the tracking store {shown} is an SQLite database given as a path: MLflow reads it "
+            f"as a folder. Give it as sqlite:///{local} ({WHERE})."
+        )
+    if local is not None and "MLFLOW_ALLOW_FILE_STORE" in _reason(error):
         return (
             f"the tracking store {shown} names a folder, not a database: MLflow 3 opens its old "
             f"file store only with MLFLOW_ALLOW_FILE_STORE=true. Expected {FORMS}. Fix {WHERE}."

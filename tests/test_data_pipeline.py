@@ -75,6 +75,7 @@ def test_synth_is_deterministic(tiny, tmp_path):
     assert main([*args, "--workers", "1"]) == 0
     written = sorted(p.relative_to(tiny) for p in tiny.rglob("*") if p.is_file())
     assert written == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert Path("synthetic.json") in written  # the folder says which preset and seed it holds
     assert all((tiny / p).read_bytes() == (again / p).read_bytes() for p in written)
     other = tmp_path / "other"
     write_synthetic(other, "tiny", seed=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.cli import main
+from harness.data.synthetic import MARKER, check_synthetic_out
 from tests.conftest import ROOT
 from tests.test_hostile_inputs import one_paragraph_error
 
@@ -34,11 +35,14 @@ def test_synth_never_writes_into_a_real_dataset(tmp_path, monkeypatch, capsys):
 
 def test_synth_writes_the_same_preset_again_but_not_another_over_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "s" / "UCF-101").mkdir(parents=True)
+    (tmp_path / "s" / MARKER).write_text('{"preset": "tiny", "seed": 0}')  # as synth writes it
+    check_synthetic_out(tmp_path / "s", "tiny", 0)  # the same files again: accepted
     synth = ["data", "synth", "--preset", "tiny", "--out", "s", "--workers", "1"]
-    assert main(synth) == 0 and main(synth) == 0  # the same files again
-    capsys.readouterr()
     assert main([*synth, "--seed", "3"]) == 2
     one_paragraph_error(capsys, "'tiny' preset (seed 0)", "Give a new folder")
+    assert main([*synth, "--preset", "large"]) == 2
+    assert [p.name for p in (tmp_path / "s" / "UCF-101").iterdir()] == []
 
 
 def test_report_from_a_missing_store_keeps_a_report_of_finished_runs(tmp_path, monkeypatch, capsys):

@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = select_trials(spec, args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     started = time.perf_counter()
-    if any(getattr(spec.train_for(trial), "deterministic", False) for trial in spec.trials):
+    if any(train and train.deterministic for train in map(spec.train_for, spec.trials)):
         # cuBLAS reads this once per process, before its first call: set it before CUDA starts
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     group = init_from_env()  # under torchrun: one DDP trial over the ranks

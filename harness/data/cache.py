@@ -45,7 +45,7 @@ from harness.data.datasets import (
     cache_dir,
     listed_reasons,
     open_dataset,
-    require_present,
+    require_any_present,
     source_stamp,
 )
 from harness.data.splits import DataError
@@ -273,8 +273,7 @@ def build_cache(
     leaves the store as it is."""
     _require_same_root(out, config.root)
     _, train, test = open_dataset(config)
-    if not any(e.found for e in train + test):
-        require_present(config, train + test)  # a mistyped --root: would drop every video
+    require_any_present(config, train + test)  # a mistyped --root: would drop every video
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
     with _locked(out):

@@ -51,6 +51,15 @@ def open_dataset(config: DatasetConfig) -> tuple[SplitLists, list[Entry], list[E
     return lists, train, test
 
 
+def require_any_present(config: DatasetConfig, entries: list[Entry]) -> None:
+    """Stop when none of `entries` is on disk (a mistyped root), naming them as
+    `require_present` does: commands that leave some missing videos out still need one."""
+    if any(e.found is not None for e in entries):
+        return
+    require_present(config, entries)
+    raise DataError(f"the {config.name} split {config.split} lists name no video: nothing to do.")
+
+
 def require_present(config: DatasetConfig, entries: list[Entry]) -> None:
     """Stop before training when split entries are not on disk (structural, not a bad file)."""
     missing = [e.relative for e in entries if e.found is None]

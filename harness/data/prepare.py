@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_present
+from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_any_present
 from harness.data.transforms import store_resize
 from harness.data.video import read_frames
 
@@ -59,8 +59,7 @@ def _for_each_video(
     """Run `job` on every video of the split, writing under `out` at the video's path (split
     lines cannot leave the root, see `Sample`, so these paths cannot leave `out`)."""
     _, train, test = open_dataset(config)
-    if not any(e.found for e in train + test):
-        require_present(config, train + test)  # a mistyped --root: else "0 of 0 written"
+    require_any_present(config, train + test)  # a mistyped --root: else "0 of 0 written"
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
     indexes = FrameIndex(config.root).lookup(entries, workers)
     videos = [e for e in entries if e.kind == "video"]

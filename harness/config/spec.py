@@ -438,20 +438,19 @@ def _expand_grid(where: _Where, axes: dict[str, list[Any]], raw: Mapping) -> lis
     rows = [row for row in rows if not any(matches(_labelled(row), r) for r in excludes)]
     for i, extra in enumerate(_listed(where, raw, "include")):
         extra = where.mapping(extra, f"include[{i}]")
-        for axis, value in extra.items():
-            _check_registered(where, axis, [value], f"include[{i}].{axis}")
+        for axis, value in extra.items():  # a null drops the axis (below): nothing to check
+            _check_registered(where, axis, [value] if value is not None else [],
+                              f"include[{i}].{axis}")  # fmt: skip
         row = {**{axis: values[0] for axis, values in axes.items()}, **extra}
         rows.append({k: v for k, v in row.items() if v is not None})  # null drops an axis
     return rows
 
 
 def _check_registered(where: _Where, axis: str, values: list[Any], key: str) -> None:
-    """A grid or include value of `backbone` or `attention` must be a registered name, blamed
-    on its key (so a `--set grid.backbone=…` typo is told as that override's)."""
+    """A grid, include or match value of `backbone` or `attention` must be a registered name,
+    blamed on its key (so a `--set grid.backbone=…` typo is told as that override's)."""
     registry = {"backbone": BACKBONES, "attention": ATTENTION}.get(axis)
     for value in values if registry is not None else []:
-        if value is None and key.startswith("include"):
-            continue  # a null in an include row drops the axis
         if not isinstance(value, str):
             raise where.error(key, f"expected a registry name, got {value!r}.")
         if value not in registry:
@@ -544,9 +543,9 @@ def _check_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
                 f"{key}.{name}", f"unknown key: a match names trial fields ({', '.join(MODEL_AXES)}"
                 ", stream, or an option of a backbone or attention module).",
             )  # fmt: skip
-    for name, registry in (("backbone", BACKBONES), ("attention", ATTENTION)):
-        if name in match and match[name] not in registry:
-            raise where.error(f"{key}.{name}", registry.unknown_message(match[name]))
+    for name in ("backbone", "attention"):
+        if name in match:
+            _check_registered(where, name, [match[name]], f"{key}.{name}")
     if match.get("stream", "rgb") not in STREAMS:
         raise where.error(f"{key}.stream", f"{match['stream']!r} is not a stream: expected one "
                           f"of {', '.join(STREAMS)}.")  # fmt: skip

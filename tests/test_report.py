@@ -26,6 +26,7 @@ from harness.report.rows import report_rows
 from harness.tracking import TRIAL_KEY_TAG
 from harness.tracking.mlflow_store import MlflowStore
 from tests.conftest import ROOT
+from tests.test_hostile_inputs import one_paragraph_error
 
 CLASSES = ["brush_hair", "climb", "drink"]
 
@@ -208,6 +209,11 @@ def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, mon
     assert table.gflops_paper_conv_ours.iloc[10] == pytest.approx(38.466, abs=0.002)
     assert table.param_m_ours.iloc[3] == pytest.approx(47.00, abs=0.01)
     assert "HMDB-51 split 1" in markdown
+    # Another split's runs are not these: refused, then rebuilt all pending when asked to.
+    other = ["--set", dataset[0], "--set", "dataset.splits=[2]", "--out", str(out), "--no-count"]
+    assert main(["report", str(spec_path), *other]) == 2
+    assert main(["report", str(spec_path), *other, "--replace"]) == 0
+    assert set(pd.read_csv(out / "table.csv").state) == {"pending"}
 
 
 LABELS_SPEC = """
@@ -270,7 +276,7 @@ QUICK = [*MADE_WITH, "--set", "grid.attention=[none, eam]", "--set", "train.save
          "--no-progress"]  # fmt: skip
 
 
-def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, monkeypatch):
+def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     spec = ROOT / "experiments" / "quickstart.yaml"
     assert main(["run", str(spec), *QUICK]) == 0
@@ -294,6 +300,11 @@ def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, mon
         image = np.asarray(Image.open(png).convert("L"), dtype=float)
         assert min(image.shape) > 300 and image.std() > 10, f"{png.name} looks empty"
     check_latex(out / "table.tex")
+    # Rebuilt without the settings the runs were made with, both rows would turn pending.
+    before = (out / "table.csv").read_text()
+    assert main(["report", str(spec), "--no-count"]) == 2
+    one_paragraph_error(capsys, "shows 2 finished run(s)", "holds 0 run(s)", "--replace")
+    assert (out / "table.csv").read_text() == before
 
 
 def check_latex(path: Path) -> None:

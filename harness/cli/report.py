@@ -36,6 +36,10 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     )
     report.add_argument("--smoke", action="store_true", help="report the spec's --smoke runs")
     report.add_argument(
+        "--replace", action="store_true",
+        help="rebuild even when the earlier report shows more finished runs than the store has",
+    )  # fmt: skip
+    report.add_argument(
         "--min-effect", type=float, metavar="PP",
         help="the difference (percentage points) the power advice is for (default: the observed)",
     )  # fmt: skip
@@ -66,8 +70,9 @@ def _report(args: argparse.Namespace) -> int:
     require_folder(args, "out")
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
     for spec in specs:
-        _keep_a_report_of_runs(tracking_uri(args.tracking_uri, spec.tracking.uri),
-                               args.out or Path("reports") / spec.name)  # fmt: skip
+        uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+        out = args.out or Path("reports") / spec.name
+        _keep_a_report_of_runs(spec, uri, out, replace=args.replace)
     for spec in specs:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
         _say_if_new(uri)
@@ -78,21 +83,49 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keep_a_report_of_runs(uri: str, out: Path) -> None:
-    """Refuse to rebuild a report that shows finished runs from a store that does not exist (a
-    mistyped --tracking-uri): every row would become pending."""
-    path = sqlite_path(uri)
-    table = out / "table.csv"
-    if path is None or path.exists() or not table.is_file():
+def _keep_a_report_of_runs(spec, uri: str, out: Path, *, replace: bool) -> None:
+    """Refuse to rebuild a report over one that shows more finished runs than the store holds
+    for this spec as given: a mistyped --tracking-uri, or a --set other than the runs were made
+    with, would turn its finished rows pending (and replace its MLflow report run too)."""
+    shown = _runs_shown(out / "table.csv")
+    if replace or not shown:
         return
-    with table.open(newline="") as handle:
-        done = sum(row.get("state") == "done" for row in csv.DictReader(handle))
-    if done:
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
         raise ConfigError(
-            f"there is no store at {path}, but {out}/ holds a report of {done} finished "
-            "row(s): rebuilt from no store, every row would be pending. Name the store their "
-            f"runs were logged to with --tracking-uri (or remove {out}/ to rebuild it empty)."
+            f"there is no store at {path}, but {out}/ holds a report of {shown} finished "
+            "run(s): rebuilt from no store, every row would be pending. Name the store their "
+            f"runs were logged to with --tracking-uri (or add --replace to rebuild it empty)."
         )
+    found = finished_runs(spec, uri)
+    if found < shown:
+        raise ConfigError(
+            f"{out}/ shows {shown} finished run(s), but {uri} holds {found} run(s) of "
+            f"'{spec.name}' made with these settings: rebuilt now, the others would show as "
+            "pending. Give the --set overrides (and --tracking-uri) the runs were made with, "
+            "or add --replace to rebuild the report anyway."
+        )
+
+
+def finished_runs(spec, uri: str) -> int:
+    """The finished runs of `spec` as given (settings matched) in the existing store at `uri`."""
+    from harness.config import result_keys
+    from harness.report.rows import report_rows
+
+    try:
+        store = open_store(uri, spec.name, create=False)
+    except LookupError:  # no experiment of that name in the store
+        return 0
+    rows = report_rows(spec, store.latest_runs(result_keys(spec)))
+    return sum(len(row.runs) for row in rows)
+
+
+def _runs_shown(table: Path) -> int:
+    """The finished runs an earlier report's table.csv counts (0 when there is none)."""
+    if not table.is_file():
+        return 0
+    with table.open(newline="") as handle:
+        return sum(int(row.get("runs") or 0) for row in csv.DictReader(handle))
 
 
 def _say_if_new(uri: str) -> None:

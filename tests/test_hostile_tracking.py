@@ -131,6 +131,19 @@ def test_ui_without_a_spec_checks_the_store(tmp_path, capsys, monkeypatch, case)
     assert named in one_paragraph(capsys)
 
 
+def test_a_dry_run_and_the_ui_create_no_store_at_a_mistyped_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    typo = ["--tracking-uri", "sqlite:///mlfow.db"]
+    main(["run", "spec.yaml", "--dry-run", *typo])  # exit 2: the dataset root x is not there
+    printed = capsys.readouterr()
+    assert f"no store at {tmp_path / 'mlfow.db'} yet" in printed.err
+    assert "todo  resnet3d_10-" in printed.out and "(not started)" in printed.out
+    assert main(["ui", "spec.yaml", "--port", str(closed_port()), *typo]) == 2
+    assert "Run `harness run SPEC` first" in one_paragraph(capsys)
+    assert not (tmp_path / "mlfow.db").exists()
+
+
 @pytest.mark.parametrize("port", ["0", "70000", "abc", "-1", ""])
 def test_ui_refuses_what_is_no_port(tmp_path, capsys, monkeypatch, port):
     monkeypatch.chdir(tmp_path)

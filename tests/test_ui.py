@@ -124,7 +124,7 @@ def _assert_stopped_whole(processes: set[int], port: int) -> None:
 
 def test_ui_without_mlflows_web_server_says_what_to_install(tmp_path, monkeypatch, capsys):
     """Where only `mlflow-skinny` is installed (no Flask), `harness ui` exits 2 naming the
-    package, after its checks of the store and port and before it starts anything."""
+    package, after its check of the port and before it opens the store or starts anything."""
     from harness.cli import main, ui
 
     real = ui.importlib.util.find_spec

@@ -17,7 +17,7 @@ from harness.config.spec import load_spec, select_trials
 from harness.data.datasets import cache_dir
 from harness.execute.sweep import run_spec
 from harness.tracking import open_store, tracking_uri
-from harness.tracking.uri import sqlite_path
+from harness.tracking.uri import sqlite_path, uncreated_sqlite
 from harness.train.checkpoint import CHECKPOINTS
 from harness.train.distributed import barrier, init_from_env, leave
 from harness.train.step import CUBLAS_DETERMINISTIC
@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if not group.main:
             barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
-        store = open_store(uri, spec.name)
+        store = None if args.dry_run and _no_store_yet(uri) else open_store(uri, spec.name)
         if group.main:
             barrier()
         summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
@@ -116,6 +116,17 @@ def _run(args: argparse.Namespace) -> int:
               "the same command again.", file=sys.stderr)  # fmt: skip
         return 130
     return 1 if summary.failed else 0
+
+
+def _no_store_yet(uri: str) -> bool:
+    """Whether `uri` names an SQLite file not created yet: a dry run then lists every trial as
+    to do and creates no store there (the name may be mistyped)."""
+    path = uncreated_sqlite(uri)
+    if path is None:
+        return False
+    print(f"note: there is no store at {path} yet, so no trial has run there; the dry run "
+          "creates none.", file=sys.stderr)  # fmt: skip
+    return True
 
 
 def _print_summary(spec, summary, uri: str, seconds: float) -> None:

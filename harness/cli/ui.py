@@ -17,7 +17,7 @@ import time
 
 from harness.config.spec import Spec, load_spec
 from harness.tracking import check_store, open_store, tracking_uri
-from harness.tracking.uri import is_server, redacted, ui_command
+from harness.tracking.uri import is_server, redacted, ui_command, uncreated_sqlite
 from registry import ConfigError
 
 
@@ -39,8 +39,9 @@ def _ui(args: argparse.Namespace) -> int:
         print(f"MLflow UI for {redacted(uri)}, served by that server: {address}")
         return 0
     port = _free_port(args.port)
-    address = _page(uri, spec, f"http://127.0.0.1:{port}")
     _require_mlflow_server(uri)
+    _require_a_store(uri)
+    address = _page(uri, spec, f"http://127.0.0.1:{port}")
     print(f"MLflow UI for {redacted(uri)}: {address}  (Ctrl-C stops it)", flush=True)
     return serve(ui_command(uri, port))
 
@@ -51,8 +52,20 @@ def _require_mlflow_server(uri: str) -> None:
         raise ConfigError(
             f"harness ui needs MLflow's web server, which this Python lacks (Flask is not "
             f"installed: `mlflow-skinny` has the tracking client only). Install the full package "
-            f"with `pip install mlflow`; meanwhile the runs in {redacted(uri)} are intact, and "
-            f"`harness report` reads them without the UI."
+            f"with `pip install mlflow`; meanwhile `harness report` reads the runs in "
+            f"{redacted(uri)} without the UI."
+        )
+
+
+def _require_a_store(uri: str) -> None:
+    """A UI of an SQLite file that does not exist would create an empty store there (often a
+    mistyped name) and show no runs: refused instead."""
+    path = uncreated_sqlite(uri)
+    if path is not None:
+        raise ConfigError(
+            f"there is no store at {path}: no run has been logged there, so the UI would show "
+            "nothing (and create an empty store). Run `harness run SPEC` first, or name the "
+            "store the runs were logged to with --tracking-uri (or the spec's tracking.uri)."
         )
 
 

@@ -75,11 +75,12 @@ class Summary:
 
 
 def run_spec(
-    spec: Spec, store: Store, *, dry_run: bool = False, progress: bool = True, jobs: int = 1,
+    spec: Spec, store: Store | None, *, dry_run: bool = False, progress: bool = True, jobs: int = 1,
     scheduler: str | None = None, per_gpu: int = 1,
 ) -> Summary:  # fmt: skip
     """Run every unfinished trial: one after another, in `jobs` local processes (joblib), or
-    on the Dask cluster at `scheduler`; `per_gpu` trials may share one GPU."""
+    on the Dask cluster at `scheduler`; `per_gpu` trials may share one GPU. `store` is None only
+    for a dry run against a store not created yet."""
     if spec.dataset is None:
         raise SpecError(f"{spec.path}: key 'dataset' is missing: this spec can only be profiled.")
     summary = Summary()
@@ -126,11 +127,12 @@ def _check_batches(spec: Spec) -> None:
             raise SpecError(f"{spec.path}: trial {trial.key}: {error}") from None
 
 
-def _todo(spec: Spec, store: Store, summary: Summary, *, dry_run: bool) -> list[tuple]:
+def _todo(spec: Spec, store: Store | None, summary: Summary, *, dry_run: bool) -> list[tuple]:
     """`(trial, how it starts)` for every trial not finished under its configuration; the
-    others are skipped. One paged search of the store for all of them."""
+    others are skipped. One paged search of the store for all of them (no store: a dry run
+    before any run)."""
     todo = []
-    records = store.latest_runs(t.key for t in spec.trials)
+    records = store.latest_runs(t.key for t in spec.trials) if store else {}
     for trial in spec.trials:
         record = records.get(trial.key)
         same = record is not None and same_config(record, spec.config_hash(trial))

@@ -40,6 +40,16 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def uncreated_sqlite(uri: str) -> Path | None:
+    """The file of an SQLite URI that does not exist yet in a folder that does (a store no run
+    has been logged to, or a mistyped name), which a command that only reads should not create;
+    None otherwise (a store that exists, or a path that opening it will explain)."""
+    path = sqlite_path(uri)
+    if path is None or path.exists() or not path.parent.is_dir():
+        return None
+    return path
+
+
 def in_memory(uri: str) -> bool:
     """Whether `uri` is an in-memory SQLite database (`sqlite://`, `sqlite:///:memory:`), whose
     runs vanish when the process ends."""

@@ -346,12 +346,17 @@ def test_missing_entries_are_reported(tiny, tmp_path, capsys):
     shutil.copytree(tiny / "ucfTrainTestlist", tmp_path / "ucfTrainTestlist")
     gone = root / "GrowSquare" / "v_GrowSquare_g01_c01.avi"
     gone.unlink()
-    assert main(["data", "check", "synthetic", "--root", str(root), "--json"]) == 0
+    assert main(["data", "check", "synthetic", "--root", str(root), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["videos"]["GrowSquare/v_GrowSquare_g01_c01.avi"] == {
         "frames": 0,
         "status": "missing",
     }
+    # a root that holds none of them (mistyped): one paragraph naming it, exit 2
+    lists = ["--split-dir", str(tmp_path / "ucfTrainTestlist")]
+    assert main(["data", "check", "synthetic", "--root", str(root / "GrowSquare"), *lists]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is under '{root / 'GrowSquare'}'" in err, err
 
 
 def test_missing_entries_stop_training_before_it_starts(tiny, tmp_path):

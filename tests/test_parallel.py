@@ -57,7 +57,7 @@ def test_dask_cluster_survives_a_killed_worker_without_losing_or_duplicating(tmp
             distributed.Client(cluster) as client:  # fmt: skip
         command = [sys.executable, "-m", "harness", "run", QUICKSTART, "--smoke", "--no-progress",
                    "--backend", "dask", "--scheduler", cluster.scheduler_address,
-                   "--set", "train.epochs=3", *FOUR]  # fmt: skip
+                   "--set", "train.epochs=2", *FOUR]  # fmt: skip
         sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
         victim = _kill_a_worker_mid_trial(client, tmp_path)

@@ -17,7 +17,7 @@ from harness.cli.checks import (
 )
 from harness.config.sections import SHORT_SIDE_LIMIT
 from harness.data.cache import DEFAULT_SHORT_SIDE, build_cache, default_folder
-from harness.data.check import check_dataset, summary
+from harness.data.check import check_dataset, failing, summary
 from harness.data.datasets import DatasetConfig
 from harness.data.formats import FORMATS
 from harness.data.prepare import compute_flow, flow_method, prepare_frames
@@ -116,7 +116,7 @@ def _check(args: argparse.Namespace) -> int:
     require_positive(args, "workers", "min_frames")
     report = check_dataset(dataset_config(args), min_frames=args.min_frames, workers=args.workers)
     print(json.dumps(report, indent=1) if args.json else summary(report))
-    return 0
+    return 1 if failing(report) else 0  # none of the split's videos on disk: 2 (DataError)
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset
+from harness.data.splits import DataError
+
+# Not healthy (exit 1): missing stops training, unreadable is left out of it and unscored, truncated
+# trains on what decodes. too_short is loop-padded, as the papers' loaders do: not a failure.
+FAILING = ("missing", "unreadable", "truncated")
 
 
 def check_dataset(
@@ -10,6 +15,13 @@ def check_dataset(
 ) -> dict:
     """`{"split", "classes", "train", "test", "videos": {path: {"frames", "status"}}}`."""
     lists, train, test = open_dataset(config)
+    if not any(entry.found is not None for entry in train + test):
+        raise DataError(
+            f"none of the {len(train + test)} videos the {config.name} split {config.split} "
+            f"lists is under {str(config.root)!r} (e.g. {(train + test)[0].relative}). Expected "
+            "--root to be the folder that holds the class folders (UCF-101/, hmdb51/ or the "
+            "frames folder `harness data prepare` wrote); fix --root, or the split lists."
+        )
     indexes = FrameIndex(config.root).lookup(train + test, workers)
     videos = {}
     for entry in train + test:
@@ -25,6 +37,11 @@ def check_dataset(
         "test": len(test),
         "videos": videos,
     }
+
+
+def failing(report: dict) -> int:
+    """How many of the report's videos are not healthy (`FAILING`)."""
+    return sum(video["status"] in FAILING for video in report["videos"].values())
 
 
 def summary(report: dict) -> str:

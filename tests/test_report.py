@@ -305,6 +305,9 @@ def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, mon
     assert main(["report", str(spec), "--no-count"]) == 2
     one_paragraph_error(capsys, "shows 2 finished run(s)", "holds 0 run(s)", "--replace")
     assert (out / "table.csv").read_text() == before
+    # elsewhere too: it would replace the report run logged to MLflow
+    assert main(["report", str(spec), "--no-count", "--out", "elsewhere"]) == 2
+    one_paragraph_error(capsys, "the report run logged to sqlite:///mlflow.db shows 2")
 
 
 def check_latex(path: Path) -> None:

@@ -85,39 +85,44 @@ def _report(args: argparse.Namespace) -> int:
 
 def _keep_a_report_of_runs(spec, uri: str, out: Path, *, replace: bool) -> None:
     """Refuse to rebuild a report over one that shows more finished runs than the store holds
-    for this spec as given: a mistyped --tracking-uri, or a --set other than the runs were made
-    with, would turn its finished rows pending (and replace its MLflow report run too)."""
-    shown = _runs_shown(out / "table.csv")
-    if replace or not shown:
-        return
+    for this spec as given (the report in `out`, or the report run logged to the store): a
+    mistyped --tracking-uri, or a --set other than the runs were made with, would turn finished
+    rows pending."""
+    in_folder = _runs_shown(out / "table.csv")
     path = sqlite_path(uri)
+    if replace or (path is not None and not path.exists() and not in_folder):
+        return
     if path is not None and not path.exists():
         raise ConfigError(
-            f"there is no store at {path}, but {out}/ holds a report of {shown} finished "
+            f"there is no store at {path}, but {out}/ holds a report of {in_folder} finished "
             "run(s): rebuilt from no store, every row would be pending. Name the store their "
             f"runs were logged to with --tracking-uri (or add --replace to rebuild it empty)."
         )
-    found = finished_runs(spec, uri)
+    found, logged = _runs_in_store(spec, uri)
+    shown, where = max((in_folder, f"{out}/"), (logged, f"the report run logged to {uri}"))
     if found < shown:
         raise ConfigError(
-            f"{out}/ shows {shown} finished run(s), but {uri} holds {found} run(s) of "
+            f"{where} shows {shown} finished run(s), but {uri} holds {found} run(s) of "
             f"'{spec.name}' made with these settings: rebuilt now, the others would show as "
             "pending. Give the --set overrides (and --tracking-uri) the runs were made with, "
             "or add --replace to rebuild the report anyway."
         )
 
 
-def finished_runs(spec, uri: str) -> int:
-    """The finished runs of `spec` as given (settings matched) in the existing store at `uri`."""
+def _runs_in_store(spec, uri: str) -> tuple[int, int]:
+    """The finished runs of `spec` as given (settings matched) in the existing store at `uri`,
+    and the finished runs its logged report run shows (0 for a report logged before they were
+    counted)."""
     from harness.config import result_keys
     from harness.report.rows import report_rows
 
     try:
         store = open_store(uri, spec.name, create=False)
     except LookupError:  # no experiment of that name in the store
-        return 0
+        return 0, 0
     rows = report_rows(spec, store.latest_runs(result_keys(spec)))
-    return sum(len(row.runs) for row in rows)
+    logged = store.report_tags().get("report.runs", "0")
+    return sum(len(row.runs) for row in rows), int(logged) if logged.isdigit() else 0
 
 
 def _runs_shown(table: Path) -> int:

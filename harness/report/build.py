@@ -156,6 +156,7 @@ def _summary_tags(report: Report) -> dict[str, str]:
     shown = [c for c in report.comparisons if c["difference_shown"]]
     return {
         "report.rows_done": str(report.count("done")),
+        "report.runs": str(sum(len(row.runs) for row in report.rows)),
         "report.comparisons": str(len(report.comparisons)),
         "report.differences_shown": "; ".join(
             f"{c['model']}: {c['difference']:+.1f} pp" for c in shown

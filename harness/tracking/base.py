@@ -125,6 +125,10 @@ class Store(ABC):
         the one an earlier build logged; returns its run id. Trials never see that run."""
 
     @abstractmethod
+    def report_tags(self) -> dict[str, str]:
+        """The tags of this experiment's report run ({} when no report was logged yet)."""
+
+    @abstractmethod
     def mark_killed(self, run_id: str) -> None:
         """End run `run_id` as KILLED (resumable): for a worker stopped before it could."""
 

@@ -155,9 +155,7 @@ class MlflowStore(Store):
         self.client.set_terminated(run_id, "KILLED")
 
     def publish_report(self, folder: Path, tags: Mapping[str, str]) -> str:
-        earlier = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.{REPORT_RUN_TAG} = '1'"
-        )
+        earlier = self._report_runs()
         name = f"report: {self.experiment}"
         tags = resolve_tags({"mlflow.runName": name, REPORT_RUN_TAG: "1", **tags})
         run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
@@ -166,6 +164,17 @@ class MlflowStore(Store):
         for run in earlier:  # only once the new one is complete
             self.client.delete_run(run.info.run_id)
         return run_id
+
+    def report_tags(self) -> dict[str, str]:
+        earlier = self._report_runs()
+        return dict(earlier[0].data.tags) if earlier else {}
+
+    def _report_runs(self) -> list:
+        """The report runs of this experiment, newest first (one, unless a build was cut)."""
+        return list(self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{REPORT_RUN_TAG} = '1'",
+            order_by=["attributes.start_time DESC"],
+        ))  # fmt: skip
 
     def artifact_path(self, record: RunRecord, name: str) -> Path | None:
         local = _local_root(record.artifact_uri)

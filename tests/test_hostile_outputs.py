@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
 from harness.data.synthetic import MARKER, check_synthetic_out
 from tests.conftest import ROOT
@@ -70,3 +72,28 @@ def test_a_cache_folder_of_another_dataset_is_not_rebuilt_over(tmp_path, monkeyp
     assert main(["data", "cache", "synthetic", "--root", "videos", "--out", "cache"]) == 2
     one_paragraph_error(capsys, "holds the clip cache of '/data/hmdb51'", "another folder")
     assert [p.name for p in held.iterdir()] == ["index.json"]
+
+
+# Every --out, under a file or in a file system that takes no folders: one paragraph naming the
+# flag and the blocking path, before anything runs (a bare "Not a directory." before).
+DATA = ["synthetic", "--root", "r"]
+OUT_COMMANDS = {
+    "report": ["report", str(ROOT / "experiments" / "quickstart.yaml"), "--out", "{out}"],
+    "coverage": ["coverage", "--out", "{out}/coverage.md"],
+    "data synth": ["data", "synth", "--out", "{out}"],
+    "data prepare": ["data", "prepare", *DATA, "--out", "{out}"],
+    "data cache": ["data", "cache", *DATA, "--out", "{out}"],
+    "data flow": ["data", "flow", *DATA, "--out", "{out}"],
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+def test_an_out_no_folder_can_be_made_at_is_one_paragraph(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT if command == "coverage" else tmp_path)  # coverage: the repository's
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "sub"
+    assert main([arg.replace("{out}", str(out)) for arg in OUT_COMMANDS[command]]) == 2
+    one_paragraph_error(capsys, f"--out {out}", f"{tmp_path / 'afile'} is a file")
+    if Path("/sys/kernel").is_dir():  # sysfs: no folder can be made there, even by root
+        assert main([a.replace("{out}", "/sys/out") for a in OUT_COMMANDS[command]]) == 2
+        one_paragraph_error(capsys, "--out /sys/out", "nothing can be written in /sys")

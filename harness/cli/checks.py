@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -38,12 +41,34 @@ def require_at_most(args: argparse.Namespace, **limits: int) -> None:
 
 
 def require_folder(args: argparse.Namespace, name: str) -> None:
-    """The flag `--name`, when given and already there, must be a folder, not a file."""
+    """The flag `--name`, when given, must be a folder (new or existing) this process can write:
+    not a file, not under one, not in a file system that takes no folders (/sys, /proc)."""
     value = getattr(args, name)
-    if value is not None and value.exists() and not value.is_dir():
+    if value is None:
+        return
+    if value.exists() and not value.is_dir():
         raise ConfigError(
             f"{_flag(name)} {value}: that is a file; give a folder (new or existing)."
         )
+    require_writable(_flag(name), value, value)
+
+
+def require_writable(flag: str, value: Path, folder: Path) -> None:
+    """`folder` (the flag's value, or the folder of a file it names) can be made and written:
+    its nearest existing folder takes a new folder (made and removed at once)."""
+    there = next(path for path in [folder, *folder.absolute().parents] if path.exists())
+    if not there.is_dir():
+        raise ConfigError(
+            f"{flag} {value}: {there} is a file, so no folder can be made under it; give "
+            "another path."
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=there))
+    except OSError as error:
+        raise ConfigError(
+            f"{flag} {value}: nothing can be written in {there} ({error.strerror}); give a "
+            "path you can write, e.g. one under the current folder."
+        ) from None
 
 
 def require_existing(args: argparse.Namespace, name: str, inside: str, made_by: str) -> None:

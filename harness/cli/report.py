@@ -8,7 +8,7 @@ import csv
 import sys
 from pathlib import Path
 
-from harness.cli.checks import require_folder, require_non_negative
+from harness.cli.checks import require_folder, require_non_negative, require_writable
 from harness.config.spec import load_spec
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import sqlite_path
@@ -197,6 +197,7 @@ def _require_coverage_file(out: Path) -> None:
         raise ConfigError(f"--out {out}: that file was not written by harness coverage, and "
                           "would be overwritten. Give a new file, or the coverage file to "
                           "rebuild (default reports/coverage.md).")  # fmt: skip
+    require_writable("--out", out, out.parent)
 
 
 def _starts_with(path: Path, line: str) -> bool:

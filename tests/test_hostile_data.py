@@ -8,6 +8,7 @@ few that do use one tiny real AVI (4 frames, 32×24).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +55,13 @@ def _hmdb51(tmp: Path, lines: str | bytes) -> DatasetConfig:
     _write(splits / "wave_test_split1.txt", lines)
     (tmp / "hmdb51").mkdir()
     return DatasetConfig("hmdb51", tmp / "hmdb51", split_dir=splits)
+
+
+def _hmdb51_missing_a_class(tmp: Path) -> DatasetConfig:
+    """Split 2 lists a class that split 1 has no file for (one file lost in unpacking)."""
+    config = _hmdb51(tmp, "wave_0.avi 1 \n")
+    _write(config.split_dir / "climb_test_split2.txt", "climb_0.avi 1 \n")
+    return config
 
 
 def _folder(tmp: Path, lines: str | bytes) -> DatasetConfig:
@@ -190,6 +198,16 @@ MALFORMED: dict[str, Case] = {
         _ucf101(t, trainlist01=UCF_TRAIN + "Swim/v_Swim_g01_c01.avi 3\r\n"),
         "trainlist01.txt",
         ["line 3", "'Swim'", "classInd.txt"],
+    ),
+    "ucf101-label-not-its-class": lambda t: (
+        _ucf101(t, trainlist01="Jump/v_Jump_g01_c01.avi 99\r\n"),
+        "trainlist01.txt",
+        ["line 1", "the label 99 is not 1", "Jump"],
+    ),
+    "hmdb51-a-class-file-missing": lambda t: (
+        _hmdb51_missing_a_class(t),
+        "testTrainMulti_7030_splits",
+        ["no climb_test_split1.txt"],
     ),
     "ucf101-columns": lambda t: (
         _ucf101(t, testlist01="Jump/a b.avi 1\r\n"),
@@ -401,3 +419,37 @@ def test_a_damaged_index_cache_is_measured_again(content, tmp_path):
     index.path.parent.mkdir(parents=True, exist_ok=True)
     index.path.write_bytes(content)
     assert FrameIndex(root).lookup(train, workers=1)["Jump/good.avi"].frames == 4
+
+
+# Two sources of split lists, or a split number a format does not have: refused, since one
+# would be left unread without a word (a probe found each accepted silently).
+UNREAD = {
+    "annotations and mmaction lists": (
+        {"annotations": "a.json", "train_list": "tr.txt", "test_list": "te.txt"},
+        "--annotations and --train-list/--test-list are both given",
+    ),
+    "a split file for ucf101": ({"split_file": "s.txt"}, "a ucf101 dataset reads its split"),
+    "split 3 of a folder dataset": (
+        {"name": "folder", "split": 3, "split_file": "s.txt"},
+        "a folder dataset has one split",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNREAD, ids=str)
+def test_a_source_of_lists_left_unread_is_refused(case, tmp_path):
+    fields, message = UNREAD[case]
+    fields = {k: tmp_path / v if isinstance(v, str) and "." in v else v for k, v in fields.items()}
+    config = DatasetConfig(**{"name": "ucf101", "root": tmp_path, **fields})
+    with pytest.raises(DataError, match=re.escape(message)):
+        open_dataset(config)
+
+
+@pytest.mark.parametrize("command", ["prepare", "flow", "cache"])
+def test_an_out_inside_the_dataset_root_is_refused(command, tmp_path, capsys):
+    root = tmp_path / "UCF-101"
+    root.mkdir()
+    for out in (root, root / "frames"):
+        assert main(["data", command, "synthetic", "--root", str(root), "--out", str(out)]) == 2
+        assert f"--out {out} is inside the dataset root" in capsys.readouterr().err
+    assert list(root.iterdir()) == []  # nothing written among the videos

@@ -22,6 +22,7 @@ from harness.data.datasets import DatasetConfig
 from harness.data.formats import FORMATS
 from harness.data.prepare import compute_flow, flow_method, prepare_frames
 from harness.data.synthetic import PRESETS, check_synthetic_out, write_synthetic
+from registry import ConfigError
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +126,7 @@ def _prepare(args: argparse.Namespace) -> int:
     require_folder(args, "out")
     start = time.perf_counter()
     config = dataset_config(args)
+    _require_outside_root(args.out, config.root, "frames")
     counts = prepare_frames(config, args.out, short_side=args.short_side, workers=args.workers)
     print(
         f"{counts['written']} of {counts['videos']} videos written as JPEG frames to {args.out} "
@@ -155,6 +157,7 @@ def _cache(args: argparse.Namespace) -> int:
     require_folder(args, "out")
     start = time.perf_counter()
     config = dataset_config(args)
+    _require_outside_root(args.out, config.root, "cache")
     out = args.out or default_folder(config, args.short_side)
     counts = build_cache(config, out, short_side=args.short_side, workers=args.workers)
     side = f"short side {args.short_side}" if args.short_side else "native size"
@@ -177,6 +180,7 @@ def _flow(args: argparse.Namespace) -> int:
     require_folder(args, "out")
     start = time.perf_counter()
     config = dataset_config(args)
+    _require_outside_root(args.out, config.root, "flow_tvl1")
     counts = compute_flow(config, args.out, workers=args.workers)
     print(
         f"{flow_method()} flow for {counts['written']} of {counts['videos']} videos written to "
@@ -184,6 +188,20 @@ def _flow(args: argparse.Namespace) -> int:
     )
     _name_failures(counts, config)
     return 0 if counts["failed"] == 0 else 1
+
+
+def _require_outside_root(out: Path | None, root: Path, example: str) -> None:
+    """What a data command writes goes beside the dataset, never into it: files written among
+    the videos would mix with them (and a later run of the format would read them)."""
+    if out is None:
+        return
+    inside = out.resolve() == root.resolve() or root.resolve() in out.resolve().parents
+    if inside:
+        raise ConfigError(
+            f"--out {out} is inside the dataset root --root {root}: what it writes would lie "
+            f"among the videos. Give a folder outside the root, e.g. --out "
+            f"{root.resolve().parent / example}."
+        )
 
 
 def _name_failures(counts: dict, config: DatasetConfig, shown: int = 20) -> None:

@@ -78,6 +78,7 @@ def require_present(config: DatasetConfig, entries: list[Entry]) -> None:
 def read_lists(config: DatasetConfig) -> SplitLists:
     """The split's lists: another tool's lists when given (they replace the format's own), else
     the format's, read from its split folder."""
+    _require_one_source(config)
     if config.annotations is not None:
         return hara_annotation(config.annotations)
     if config.train_list is not None or config.test_list is not None:
@@ -89,9 +90,40 @@ def read_lists(config: DatasetConfig) -> SplitLists:
         *first, last = map(str, dataset.splits)
         listed = f"{', '.join(first)} and {last}" if first else last
         raise DataError(f"Split {config.split} does not exist: {config.name} has splits {listed}.")
+    if not dataset.splits and config.split != 1:
+        raise DataError(
+            f"Split {config.split} does not exist: a {config.name} dataset has one split (its "
+            "lists), numbered 1. Drop --split (dataset.splits: [1])."
+        )
     if dataset.split_folder is not None and config.split_dir is None:
         config = replace(config, split_dir=_default_split_dir(config, dataset.split_folder))
     return dataset.read_lists(config)
+
+
+def _require_one_source(config: DatasetConfig) -> None:
+    """One source of split lists: another tool's lists replace the format's own, so giving two
+    would leave one unread without a word; a split file is read by formats without a split
+    folder only (`folder`, or a plugin's)."""
+    sources = {
+        "--annotations": config.annotations,
+        "--train-list/--test-list": config.train_list or config.test_list,
+        "--split-file": config.split_file,
+    }
+    given = [flag for flag, value in sources.items() if value is not None]
+    if len(given) > 1:
+        raise DataError(
+            f"{' and '.join(given)} are both given, but only one source of split lists is read "
+            "(dataset.annotations, train_list/test_list, split_file). Keep the one that "
+            "describes this dataset's split."
+        )
+    folder = FORMATS.get(config.name).split_folder
+    if config.split_file is not None and folder is not None:
+        raise DataError(
+            f"--split-file {config.split_file}: a {config.name} dataset reads its split folder "
+            f"({folder}, --split-dir), not a split file, which would be left unread. Drop "
+            "--split-file (dataset.split_file), or read the videos as the `folder` format "
+            "('<class>/<video> train|test' lines)."
+        )
 
 
 def _default_split_dir(config: DatasetConfig, folder: str) -> Path:

@@ -175,48 +175,57 @@ UCF_LINE = "'<Class>/<clip>.avi' or '<Class>/<clip>.avi <label>' (the label is o
 
 def ucf101_split(split_dir: Path, split: int) -> SplitLists:
     refuse_file(split_dir, "UCF101 split folder", UCF_FIX)
-    classes = _class_index(split_dir / "classInd.txt")
-    label_of = {name.lower(): i for i, name in enumerate(classes)}
-    train = _ucf101_list(split_dir / f"trainlist0{split}.txt", label_of)
-    test = _ucf101_list(split_dir / f"testlist0{split}.txt", label_of)
+    numbered = _class_index(split_dir / "classInd.txt")
+    classes = list(numbered)
+    train = _ucf101_list(split_dir / f"trainlist0{split}.txt", numbered)
+    test = _ucf101_list(split_dir / f"testlist0{split}.txt", numbered)
     return SplitLists(classes, train, test)
 
 
-def _class_index(path: Path) -> list[str]:
-    """classInd.txt: `<index> <Class>` lines; the labels are the line order."""
+def _class_index(path: Path) -> dict[str, int]:
+    """classInd.txt: `<index> <Class>` lines, as {class: its index}; the labels are the line
+    order."""
     expected = "'<index> <Class>' lines such as '1 ApplyEyeMakeup'"
-    classes: list[str] = []
+    numbered: dict[str, int] = {}
     for line in read_lines(path, "Class index", expected, UCF_FIX):
         if len(line.fields) != 2:
             raise line.error(f"{_columns(line.fields)} instead of 2", expected)
-        line.integer(line.fields[0], "the index", expected)
+        number = line.integer(line.fields[0], "the index", expected)
         name = line.fields[1]
-        if name.lower() in (c.lower() for c in classes):
+        if name.lower() in (c.lower() for c in numbered):
             raise line.error(f"the class {name!r} appears twice", "each class once", UCF_FIX)
-        classes.append(name)
-    return classes
+        numbered[name] = number
+    return numbered
 
 
-def _ucf101_list(path: Path, label_of: dict[str, int]) -> list[Sample]:
-    """trainlist/testlist lines; the label is the classInd position of the clip's folder."""
+def _ucf101_list(path: Path, numbered: dict[str, int]) -> list[Sample]:
+    """trainlist/testlist lines; the label is the classInd position of the clip's folder, and a
+    line's own label (trainlist) must be the index classInd.txt gives that folder."""
+    by_folder = {name.lower(): (i, name) for i, name in enumerate(numbered)}
     samples = []
     for line in read_lines(path, "Split file", f"{UCF_LINE} lines", UCF_FIX):
         fields = line.fields
         if len(fields) not in (1, 2):
             raise line.error(_columns(fields), UCF_LINE)
-        if len(fields) == 2:
-            line.integer(fields[1], "the label", UCF_LINE)
+        given = line.integer(fields[1], "the label", UCF_LINE) if len(fields) == 2 else None
         relative = line.path(fields[0])  # a path leaving the root: refused first
         folder, slash, _ = relative.partition("/")
         if not slash:
             raise line.error(f"{relative!r} has no class folder", UCF_LINE)
-        if folder.lower() not in label_of:
+        if folder.lower() not in by_folder:
             raise line.error(
                 f"classInd.txt does not list the class folder {folder!r}",
                 "one of the classes classInd.txt lists",
                 "Add the class to classInd.txt or remove the line.",
             )
-        samples.append(Sample(relative, label_of[folder.lower()]))
+        label, name = by_folder[folder.lower()]
+        if given is not None and given != numbered[name]:
+            raise line.error(
+                f"the label {given} is not {numbered[name]}, the index classInd.txt gives {name}",
+                "the label classInd.txt gives the clip's class folder",
+                "Fix the label, or move the line to its class's folder.",
+            )
+        samples.append(Sample(relative, label))
     return samples
 
 
@@ -234,6 +243,7 @@ def hmdb51_split(split_dir: Path, split: int) -> SplitLists:
             f"No HMDB51 split files '*_test_split{split}.txt' in {str(split_dir)!r}. {HMDB_FIX}"
         )
     classes = sorted(f.name.removesuffix(f"_test_split{split}.txt") for f in files)
+    _require_every_class(split_dir, split, classes)
     train, test = [], []
     for label, name in enumerate(classes):
         path = split_dir / f"{name}_test_split{split}.txt"
@@ -247,6 +257,24 @@ def hmdb51_split(split_dir: Path, split: int) -> SplitLists:
                 target = train if tag == "1" else test
                 target.append(Sample(line.path(f"{name}/{clip}"), label))
     return SplitLists(classes, train, test)
+
+
+def _require_every_class(split_dir: Path, split: int, classes: list[str]) -> None:
+    """Every class another split of the folder has a file for has one for `split` too: a missing
+    file would drop its class without a word (and shift every later label)."""
+    others = {
+        f.name.rsplit("_test_split", 1)[0]
+        for f in split_dir.glob("*_test_split[123].txt")
+        if not f.name.endswith(f"_test_split{split}.txt")
+    }
+    missing = sorted(others - set(classes))
+    if missing:
+        names = ", ".join(f"{name}_test_split{split}.txt" for name in missing[:5])
+        raise DataError(
+            f"{str(split_dir)!r} has other splits' files for {len(missing)} class(es) that "
+            f"split {split} has none for: no {names}{' …' if len(missing) > 5 else ''}. "
+            f"Expected one '<class>_test_split{split}.txt' per class. {HMDB_FIX}"
+        )
 
 
 # --- 3D-ResNets-PyTorch annotation JSON -----------------------------------------------------------

@@ -144,3 +144,16 @@ def test_run_flag_mistakes_exit_2_before_any_store_is_made(tmp_path, monkeypatch
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists()
     assert list(tmp_path.iterdir()) == []  # no other store either (mlruns/)
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [(["report", "a.yaml", "b.yaml"], "harness report"), (["list", "backbones"], "harness list"),
+     (["data", "check", "synthetic", "--root", "r", "--jsn"], "harness data check")],
+)  # fmt: skip
+def test_a_stray_argument_is_told_with_its_commands_usage(argv, command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(f"usage: {command} ") and f"{command}: error: unrecognized" in err, err

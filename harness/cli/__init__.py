@@ -34,7 +34,10 @@ from registry import ConfigError
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said with the usage of the command they were given to, not harness's
+        _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.command(args)
     except ConfigError as error:
@@ -50,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted (Ctrl-C): nothing finished was lost; run again to resume.",
               file=sys.stderr)  # fmt: skip
         return 130
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the (sub)command `argv` names: `harness data check …` → data check's."""
+    for word in argv:
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not commands:
+            break
+        parser = commands[0].choices.get(word, parser)
+    return parser
 
 
 def _os_problem(error: OSError) -> str:

@@ -203,6 +203,9 @@ def test_a_folder_given_as_spec_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(tmp_path)]) == 2
     one_paragraph_error(capsys, "is a folder", "give one YAML file")
+    os.mkfifo(tmp_path / "pipe.yaml")  # reading it would wait for a writer
+    assert main(["run", str(tmp_path / "pipe.yaml")]) == 2
+    one_paragraph_error(capsys, "is not a regular file")
 
 
 BAD_OVERRIDES = {

@@ -268,6 +268,9 @@ def _read_yaml(path: Path) -> tuple[Any, str]:
     if path.is_dir():
         raise SpecError(f"Spec file {str(path)!r} is a folder: give one YAML file in it "
                         "(specs live in experiments/).")  # fmt: skip
+    if path.exists() and not path.is_file():  # a FIFO, a socket, a device: reading could block
+        raise SpecError(f"Spec file {str(path)!r} is not a regular file: give a YAML file (specs "
+                        "live in experiments/).")  # fmt: skip
     if not path.is_file():
         raise SpecError(f"Spec file {str(path)!r} does not exist. Specs live in experiments/.")
     try:

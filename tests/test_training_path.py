@@ -69,7 +69,9 @@ def test_bench_train_and_run_trial_step_through_the_same_function_and_settings(
              "--cache", str(tmp_path / "cache"), "--workers", "1", "--json"]  # fmt: skip
     capsys.readouterr()
     assert main(bench) == 0
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
+    assert "--steps 2" in printed.err and "mostly noise" in printed.err  # too few to report
     assert trial_settings == {resolve_settings(TrainSection(), CPU)}
     loop = 3 + 2  # the benchmark's warm-up steps and the measured ones
     run_loop, reference_loop, fed_loop = (

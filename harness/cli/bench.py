@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from registry import BACKBONES, ConfigError, build_model
 
 PREPARE_COMMAND = "`harness data prepare DATASET --root ROOT --out FOLDER` (the same videos)"
 CACHE_COMMAND = "`harness data cache DATASET --root ROOT --out FOLDER`"
+STEADY_STEPS = 5  # measured steps per loop below which a rate is mostly one step's noise
 
 
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
@@ -114,6 +116,10 @@ def _bench_train(args: argparse.Namespace) -> int:
             f"{device or default_device()}; lower --batch (default 8)."
         ) from None
     print(json.dumps(result, indent=2) if args.json else format_bench_train(result))
+    if args.steps < STEADY_STEPS:
+        print(f"warning: --steps {args.steps}: each loop's rate is measured over {args.steps} "
+              f"step(s), so the speed-ups are mostly noise; use --steps {STEADY_STEPS} or more "
+              "(default 10) for numbers to report.", file=sys.stderr)  # fmt: skip
     return 0
 
 

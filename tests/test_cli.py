@@ -43,9 +43,11 @@ def test_list_shows_every_registered_name_and_options(capsys):
 
 
 def test_profile_table_and_latency(tmp_path, capsys):
-    spec = write(tmp_path, TINY_SPEC)
+    seeds = "dataset: {name: synthetic, root: x}\ntrain: {seeds: [0, 1, 2]}\n"
+    spec = write(tmp_path, TINY_SPEC + seeds)  # 6 trials of 2 models: each model once
     assert main(["profile", str(spec)]) == 0
     text = capsys.readouterr().out
+    assert "tiny: 2 models" in text  # it listed each model once per seed
     assert "resnet3d_10 + eam @ stage_output" in text
     assert "multiply-add" in text and "skipped ops" in text
     assert main(["profile", str(spec), "--json", "--latency", "--batch", "2"]) == 0

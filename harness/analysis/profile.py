@@ -5,7 +5,7 @@ evaluation views of the spec's protocol)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -57,10 +57,15 @@ def views_per_video(spec: Spec, trial: Trial) -> int | None:
 def profile_spec(
     spec: Spec, *, latency: bool = False, device: torch.device | None = None, batch: int = 8
 ) -> list[ProfileRow]:
-    """Profile every trial; trials that differ only in clip length share one built model."""
+    """Profile every model of the spec once (its trials on other splits and seeds are the same
+    network); models that differ only in clip length share one built model."""
     rows = []
     built: dict[tuple, tuple[Any, torch.nn.Module]] = {}
+    models = {}
     for trial in spec.trials:
+        model = replace(trial, split=None, seed=None)
+        models.setdefault(model.key, model)
+    for trial in models.values():
         model_key = (
             trial.backbone,
             trial.attention,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,28 @@ def test_video_metrics_by_hand():
     assert metrics.mean_class_accuracy == pytest.approx(1 / 3)
     np.testing.assert_array_equal(metrics.confusion, [[0, 1, 0], [0, 1, 0], [1, 0, 0]])
     assert (metrics.videos_scored, metrics.videos_unscored) == (3, 1)
+
+
+def test_clip_scores_reach_the_host_in_one_copy_not_one_per_batch(monkeypatch):
+    """Batch by batch, the scores stay where they were computed: on a GPU a copy per batch made
+    the host wait for the device after every evaluation batch."""
+    logits, labels = torch.randn(12, 5), torch.arange(12) % 5
+    videos, ok = torch.arange(12) // 3, torch.tensor([1] * 11 + [0])
+    whole = ClipScoreAccumulator(5)
+    whole.add(logits, labels, videos, ok)
+    expected = whole.result()
+    copies, copy = [], torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: copies.append(1) or copy(t))
+    batched = ClipScoreAccumulator(5)
+    for rows in torch.arange(12).split(4):
+        batched.add(logits[rows], labels[rows], videos[rows], ok[rows])
+    assert copies == []  # nothing read yet
+    gathered = pickle.loads(pickle.dumps(batched))  # as another rank's share arrives
+    assert len(copies) == 1
+    assert (gathered.clips, gathered.clips_correct) == (11, whole.clips_correct)
+    for video, score in expected.scores.items():
+        np.testing.assert_allclose(gathered.result().scores[video], score, rtol=1e-6)
+    assert gathered.result().labels == expected.labels
 
 
 class _Linear(torch.nn.Module):

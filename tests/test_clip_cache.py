@@ -446,6 +446,21 @@ def test_device_batches_equal_the_loader_batches(tiny, caches, crop):
         _assert_same_batches(loader, device, f"{crop}, epoch {epoch}")
 
 
+def test_device_batches_start_no_epoch_past_the_last(tiny, caches):
+    """While an epoch's last batches are taken the next epoch's first are started, except after
+    the loop's last epoch: that slicing (and pinned memory) would only compete with evaluation."""
+    train_set = _cached_train_set(tiny, caches, "multiscale_corner")
+    for epochs, planned in ((None, [0, 1]), (2, [0, 1, 1])):  # the epochs whose batches are cut
+        batches = ClipBatches(train_set, batch_size=4, seed=3, threads=1, pin=False, epochs=epochs)
+        cut, chunks = [], batches._chunks
+        batches._chunks = lambda epoch, cut=cut, chunks=chunks: cut.append(epoch) or chunks(epoch)
+        for epoch in range(1 if epochs is None else epochs):
+            batches.sampler.set_epoch(epoch)
+            assert len(list(batches)) == 2
+        batches.close()
+        assert cut == planned, f"epochs={epochs}"
+
+
 def test_device_batches_split_the_epoch_between_ranks(tiny, caches):
     train_set = _cached_train_set(tiny, caches, "multiscale_corner", count=9, seed=1)
     for epoch in (0, 1):

@@ -35,7 +35,8 @@ class ClipBatches:
     `label`, `index` and `failed` (always empty: a cache read does not fail)."""
 
     def __init__(self, train_set: TrainClips, *, batch_size: int, seed: int, threads: int,
-                 pin: bool, rank: int = 0, world: int = 1) -> None:  # fmt: skip
+                 pin: bool, rank: int = 0, world: int = 1,
+                 epochs: int | None = None) -> None:  # fmt: skip
         if not isinstance(train_set.reader, CacheReader):
             raise TypeError("ClipBatches slices a clip cache: give TrainClips a CacheReader")
         if train_set.protocol.crop not in DEVICE_CROPS:
@@ -43,6 +44,7 @@ class ClipBatches:
         self.train_set, self.batch_size = train_set, batch_size
         self.threads, self.pin = max(threads, 1), pin
         self.sampler = EpochShuffle(len(train_set), seed, rank, world)
+        self.epochs = epochs  # the loop's epochs, when known: none is started after the last
         self._pool: ThreadPoolExecutor | None = None
         self._started: dict[int, deque[Future]] = {}  # epoch → its first batches, under way
 
@@ -57,7 +59,8 @@ class ClipBatches:
     def __iter__(self) -> Iterator[dict]:
         """This epoch's batches, `threads` × `BATCHES_AHEAD_PER_THREAD` in flight; while the
         last ones are taken, the next epoch's first batches are started, so an epoch does not
-        open on an empty queue (they are dropped if the loop asks for another epoch)."""
+        open on an empty queue (they are dropped if the loop asks for another epoch; none are
+        started after epoch `epochs` − 1, the last)."""
         epoch, pool = self.sampler.epoch, self._threads()
         pending = self._started.pop(epoch, deque())
         self._cancel_started()
@@ -67,7 +70,8 @@ class ClipBatches:
             pending.append(pool.submit(self.batch, chunk))
             if len(pending) > ahead:
                 yield pending.popleft().result()
-        following = iter(self._chunks(epoch + 1)[:ahead])
+        last = self.epochs is not None and epoch + 1 >= self.epochs
+        following = iter([] if last else self._chunks(epoch + 1)[:ahead])
         started = self._started.setdefault(epoch + 1, deque())
         while pending:
             chunk = next(following, None)

@@ -258,15 +258,17 @@ def augments_on_device(spec: Spec, data: TrialData, device: torch.device) -> boo
 
 
 def train_loader(data: TrialData, *, on_device: bool, batch_size: int, workers: int, seed: int,
-                 device: torch.device, rank: int = 0,
-                 world: int = 1) -> DataLoader | DeviceAugmented:  # fmt: skip
+                 device: torch.device, rank: int = 0, world: int = 1,
+                 epochs: int | None = None) -> DataLoader | DeviceAugmented:  # fmt: skip
     """The training batches: sliced from the cache and augmented on `device` (`on_device`), or
-    made by `workers` DataLoader processes. Either way `loader.sampler.set_epoch` orders them."""
+    made by `workers` DataLoader processes. Either way `loader.sampler.set_epoch` orders them;
+    `epochs`, the loop's, stops the slicing threads from starting batches past the last."""
     if not on_device:
         return make_loader(data.train_set, batch_size=batch_size, workers=workers, shuffle=True,
                            seed=seed, rank=rank, world=world)  # fmt: skip
     batches = ClipBatches(data.train_set, batch_size=batch_size, seed=seed, threads=workers,
-                          pin=device.type == "cuda", rank=rank, world=world)  # fmt: skip
+                          pin=device.type == "cuda", rank=rank, world=world,
+                          epochs=epochs)  # fmt: skip
     return DeviceAugmented(batches, device)
 
 

@@ -192,7 +192,7 @@ def _train(log: RunLog, context: _Context, model, stepper: Stepper, schedule, da
     loader = train_loader(data, on_device=context.augment_on_device,
                           batch_size=distributed.rank_batch(train.batch_size, group),
                           workers=context.workers, seed=context.trial.seed, device=group.device,
-                          rank=group.rank, world=group.world)  # fmt: skip
+                          rank=group.rank, world=group.world, epochs=train.epochs)  # fmt: skip
     for epoch in range(first, train.epochs):
         loader.sampler.set_epoch(epoch)
         _train_epoch(log, stepper, loader, schedule, epoch, context)

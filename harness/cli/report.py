@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.cli.checks import require_folder, require_non_negative, require_writable
 from harness.config.spec import load_spec
 from harness.tracking import open_store, tracking_uri
-from harness.tracking.uri import sqlite_path
+from harness.tracking.uri import redacted, sqlite_path
 from registry import ConfigError
 
 
@@ -99,10 +99,11 @@ def _keep_a_report_of_runs(spec, uri: str, out: Path, *, replace: bool) -> None:
             f"runs were logged to with --tracking-uri (or add --replace to rebuild it empty)."
         )
     found, logged = _runs_in_store(spec, uri)
-    shown, where = max((in_folder, f"{out}/"), (logged, f"the report run logged to {uri}"))
+    store = redacted(uri)  # a password in the URI is not printed
+    shown, where = max((in_folder, f"{out}/"), (logged, f"the report run logged to {store}"))
     if found < shown:
         raise ConfigError(
-            f"{where} shows {shown} finished run(s), but {uri} holds {found} run(s) of "
+            f"{where} shows {shown} finished run(s), but {store} holds {found} run(s) of "
             f"'{spec.name}' made with these settings: rebuilt now, the others would show as "
             "pending. Give the --set overrides (and --tracking-uri) the runs were made with, "
             "or add --replace to rebuild the report anyway."

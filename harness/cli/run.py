@@ -99,7 +99,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if not group.main:
             barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
-        store = None if args.dry_run and _no_store_yet(uri) else open_store(uri, spec.name)
+        uncreated = uncreated_sqlite(uri) if args.dry_run else None  # a dry run creates none
+        store = None if uncreated else open_store(uri, spec.name)
         if group.main:
             barrier()
         summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
@@ -109,6 +110,9 @@ def _run(args: argparse.Namespace) -> int:
         leave()
     if group.main:  # under torchrun, one summary
         _print_summary(spec, summary, uri, time.perf_counter() - started)
+    if uncreated and group.main:
+        print(f"note: there is no store at {uncreated} yet, so no trial has run there; the dry "
+              "run created none.", file=sys.stderr)  # fmt: skip
     if summary.missing:
         return 2  # a dry run found this machine not ready: scripts can test for it
     if summary.interrupted:
@@ -116,17 +120,6 @@ def _run(args: argparse.Namespace) -> int:
               "the same command again.", file=sys.stderr)  # fmt: skip
         return 130
     return 1 if summary.failed else 0
-
-
-def _no_store_yet(uri: str) -> bool:
-    """Whether `uri` names an SQLite file not created yet: a dry run then lists every trial as
-    to do and creates no store there (the name may be mistyped)."""
-    path = uncreated_sqlite(uri)
-    if path is None:
-        return False
-    print(f"note: there is no store at {path} yet, so no trial has run there; the dry run "
-          "creates none.", file=sys.stderr)  # fmt: skip
-    return True
 
 
 def _print_summary(spec, summary, uri: str, seconds: float) -> None:

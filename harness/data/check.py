@@ -15,7 +15,7 @@ def check_dataset(
 ) -> dict:
     """`{"split", "classes", "train", "test", "videos": {path: {"frames", "status"}}}`."""
     lists, train, test = open_dataset(config)
-    if not any(entry.found is not None for entry in train + test):
+    if train + test and not any(entry.found is not None for entry in train + test):
         raise DataError(
             f"none of the {len(train + test)} videos the {config.name} split {config.split} "
             f"lists is under {str(config.root)!r} (e.g. {(train + test)[0].relative}). Expected "

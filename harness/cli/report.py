@@ -88,11 +88,13 @@ def _keep_a_report_of_runs(spec, uri: str, out: Path, *, replace: bool) -> None:
     for this spec as given (the report in `out`, or the report run logged to the store): a
     mistyped --tracking-uri, or a --set other than the runs were made with, would turn finished
     rows pending."""
+    if replace:
+        return
     in_folder = _runs_shown(out / "table.csv")
     path = sqlite_path(uri)
-    if replace or (path is not None and not path.exists() and not in_folder):
-        return
     if path is not None and not path.exists():
+        if not in_folder:
+            return  # a new store: nothing to lose
         raise ConfigError(
             f"there is no store at {path}, but {out}/ holds a report of {in_folder} finished "
             "run(s): rebuilt from no store, every row would be pending. Name the store their "

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset
-from harness.data.splits import DataError
+from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_any_present
 
 # Not healthy (exit 1): missing stops training, unreadable is left out of it and unscored, truncated
 # trains on what decodes. too_short is loop-padded, as the papers' loaders do: not a failure.
@@ -15,13 +14,7 @@ def check_dataset(
 ) -> dict:
     """`{"split", "classes", "train", "test", "videos": {path: {"frames", "status"}}}`."""
     lists, train, test = open_dataset(config)
-    if train + test and not any(entry.found is not None for entry in train + test):
-        raise DataError(
-            f"none of the {len(train + test)} videos the {config.name} split {config.split} "
-            f"lists is under {str(config.root)!r} (e.g. {(train + test)[0].relative}). Expected "
-            "--root to be the folder that holds the class folders (UCF-101/, hmdb51/ or the "
-            "frames folder `harness data prepare` wrote); fix --root, or the split lists."
-        )
+    require_any_present(config, train + test)  # a mistyped --root, not 'all missing'
     indexes = FrameIndex(config.root).lookup(train + test, workers)
     videos = {}
     for entry in train + test:

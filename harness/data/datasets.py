@@ -52,12 +52,19 @@ def open_dataset(config: DatasetConfig) -> tuple[SplitLists, list[Entry], list[E
 
 
 def require_any_present(config: DatasetConfig, entries: list[Entry]) -> None:
-    """Stop when none of `entries` is on disk (a mistyped root), naming them as
-    `require_present` does: commands that leave some missing videos out still need one."""
+    """Stop when none of `entries` is on disk (a mistyped root): commands that leave some
+    missing videos out, or list them (`data check`), still need one."""
     if any(e.found is not None for e in entries):
         return
-    require_present(config, entries)
-    raise DataError(f"the {config.name} split {config.split} lists name no video: nothing to do.")
+    if not entries:
+        raise DataError(f"the {config.name} split {config.split} lists name no video: nothing "
+                        "to do.")  # fmt: skip
+    raise DataError(
+        f"none of the {len(entries)} videos the {config.name} split {config.split} lists is "
+        f"under {str(config.root)!r} (e.g. {entries[0].relative}). Expected --root to be the "
+        "folder that holds the class folders (UCF-101/, hmdb51/ or the frames folder `harness "
+        "data prepare` wrote); fix --root, or the split lists."
+    )
 
 
 def require_present(config: DatasetConfig, entries: list[Entry]) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from harness.cli.checks import require_folder, require_non_negative, require_writable
+from harness.config import result_keys
 from harness.config.spec import load_spec
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import redacted, sqlite_path
@@ -69,38 +70,41 @@ def _report(args: argparse.Namespace) -> int:
         )
     require_folder(args, "out")
     specs = [load_spec(path, args.set, smoke=args.smoke) for path in paths]  # checked up front
-    for spec in specs:
+    builds = []
+    for spec in specs:  # every spec's check before any report is written
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
         out = args.out or Path("reports") / spec.name
-        _keep_a_report_of_runs(spec, uri, out, replace=args.replace)
-    for spec in specs:
-        uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+        builds.append((spec, uri, out, _keep_a_report_of_runs(spec, uri, out, args.replace)))
+    for spec, uri, out, runs in builds:
         _say_if_new(uri)
-        out = args.out or Path("reports") / spec.name
-        report = build_report(spec, open_store(uri, spec.name), out, count=not args.no_count,
-                              videos=args.videos, min_effect=args.min_effect)  # fmt: skip
+        report = build_report(spec, open_store(uri, spec.name), out, runs=runs,
+                              count=not args.no_count, videos=args.videos,
+                              min_effect=args.min_effect)  # fmt: skip
         _print_report(spec.name, report, out)
     return 0
 
 
-def _keep_a_report_of_runs(spec, uri: str, out: Path, *, replace: bool) -> None:
+def _keep_a_report_of_runs(spec, uri: str, out: Path, replace: bool) -> dict | None:
     """Refuse to rebuild a report over one that shows more finished runs than the store holds
     for this spec as given (the report in `out`, or the report run logged to the store): a
     mistyped --tracking-uri, or a --set other than the runs were made with, would turn finished
-    rows pending."""
+    rows pending. Returns the runs it read, for the report to use (None: it read none)."""
     if replace:
-        return
+        return None
     in_folder = _runs_shown(out / "table.csv")
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         if not in_folder:
-            return  # a new store: nothing to lose
+            return None  # a new store: nothing to lose
         raise ConfigError(
             f"there is no store at {path}, but {out}/ holds a report of {in_folder} finished "
             "run(s): rebuilt from no store, every row would be pending. Name the store their "
             f"runs were logged to with --tracking-uri (or add --replace to rebuild it empty)."
         )
-    found, logged = _runs_in_store(spec, uri)
+    from harness.report.rows import report_rows  # see _report
+
+    runs, logged = _runs_in_store(spec, uri)
+    found = sum(len(row.runs) for row in report_rows(spec, runs))
     store = redacted(uri)  # a password in the URI is not printed
     shown, where = max((in_folder, f"{out}/"), (logged, f"the report run logged to {store}"))
     if found < shown:
@@ -110,22 +114,18 @@ def _keep_a_report_of_runs(spec, uri: str, out: Path, *, replace: bool) -> None:
             "pending. Give the --set overrides (and --tracking-uri) the runs were made with, "
             "or add --replace to rebuild the report anyway."
         )
+    return runs
 
 
-def _runs_in_store(spec, uri: str) -> tuple[int, int]:
-    """The finished runs of `spec` as given (settings matched) in the existing store at `uri`,
-    and the finished runs its logged report run shows (0 for a report logged before they were
-    counted)."""
-    from harness.config import result_keys
-    from harness.report.rows import report_rows
-
+def _runs_in_store(spec, uri: str) -> tuple[dict, int]:
+    """The latest run of each of `spec`'s trials in the existing store at `uri`, and the
+    finished runs its logged report run shows (0 for a report logged before they were counted)."""
     try:
         store = open_store(uri, spec.name, create=False)
     except LookupError:  # no experiment of that name in the store
-        return 0, 0
-    rows = report_rows(spec, store.latest_runs(result_keys(spec)))
+        return {}, 0
     logged = store.report_tags().get("report.runs", "0")
-    return sum(len(row.runs) for row in rows), int(logged) if logged.isdigit() else 0
+    return store.latest_runs(result_keys(spec)), int(logged) if logged.isdigit() else 0
 
 
 def _runs_shown(table: Path) -> int:

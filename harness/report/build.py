@@ -39,7 +39,7 @@ from harness.report.table import (
     table_frame,
     table_notes,
 )
-from harness.tracking import Store
+from harness.tracking import RunRecord, Store
 from registry import ConfigError
 
 
@@ -67,13 +67,16 @@ def build_report(
     count: bool = True,
     videos: int = 3,
     min_effect: float | None = None,
+    runs: dict[str, RunRecord] | None = None,
 ) -> Report:
     """Write the spec's report into `out` from the runs in `store`, replacing the previous build
     there (see `clean_folder`), and log it to the store as the spec's report run. `min_effect`
-    (pp): the Δ the power advice is computed for (default: each comparison's observed Δ)."""
+    (pp): the Δ the power advice is computed for (default: each comparison's observed Δ);
+    `runs`: the latest run of each trial, when the caller has read them already."""
     started = time.perf_counter()
+    runs = store.latest_runs(result_keys(spec)) if runs is None else runs
     clean_folder(out)
-    report = Report(out, report_rows(spec, store.latest_runs(result_keys(spec))))
+    report = Report(out, report_rows(spec, runs))
     table = _write_table(report, spec, count=count)
     outcomes = video_outcomes(report.rows)
     comparisons_md = _write_comparisons(report, outcomes, min_effect)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.analysis.metrics import ClipScoreAccumulator, video_metrics
-from harness.train.engine import NonFiniteLoss, evaluate, train_one_epoch
+from harness.train.engine import NonFiniteLoss, NonFiniteScores, evaluate, train_one_epoch
 from harness.train.step import Stepper, StepSettings
 
 CPU = torch.device("cpu")
@@ -156,3 +156,21 @@ def test_evaluate_lists_unscored_videos():
     }
     metrics, scores = evaluate(model, [batch], num_classes=3, device=torch.device("cpu"))
     assert scores.unscored == [2] and metrics.videos_scored == 2 and metrics.videos_unscored == 1
+
+
+def test_test_scores_that_are_not_finite_end_the_trial_before_any_accuracy_is_read(monkeypatch):
+    model = _Linear()
+    with torch.no_grad():
+        model.fc.weight[:, 0] = float("nan")  # every clip's logits NaN: argmax would say class 0
+    batch = {"clip": torch.randn(3, 4), "label": torch.tensor([0, 1, 2]),
+             "video": torch.tensor([0, 1, 2]), "ok": torch.tensor([1, 1, 1])}  # fmt: skip
+    with pytest.raises(NonFiniteScores, match="NaN or infinite scores for 3 of 3 test videos"):
+        evaluate(model, [batch], num_classes=3, device=CPU)
+    from harness.execute import failures
+
+    def diverged(*args, **kwargs):
+        evaluate(model, [batch], num_classes=3, device=CPU)
+
+    monkeypatch.setattr(failures, "run_trial", diverged)  # a trial whose evaluation diverged
+    reason = failures.run_or_reason(None, None, None, progress=False)
+    assert reason.startswith("NonFiniteScores: the trained network gave NaN")

@@ -233,6 +233,9 @@ def enumerated_p_values(d: np.ndarray) -> tuple[float, float]:
         [0.1, 0.2, 0.3, -0.1, 0.05, 0.15],  # flipped means that tie with the observed one
         [0.1, -0.1, 0.2, -0.2, 0.05, -0.05],  # mean 0: p = 1
         [0.01, 0.02, 0.03, 0.04, 0.05, 0.06],  # all one sign: the smallest p, 2/2^6
+        # 14 runs: exact too (2^14 patterns, more than scipy's default 9,999 random draws),
+        # p = 0.0522, where the random draws of old gave 0.049, "better" at α = 0.05
+        [0.62, 1.22, 2.3, 0.29, 0.11, -0.76, 1.34, 0.74, -0.25, 1.04, 0.91, -1.52, 1.09, 0.49],
     ],
 )
 def test_sign_flip_p_value_equals_a_hand_enumeration_of_all_sign_vectors(d: list[float]):
@@ -482,7 +485,9 @@ def test_runs_for_power_is_the_fewest_runs_and_never_below_the_sign_flip_floor()
         assert t_test_power(effect, 1.0, runs) >= 0.8 > t_test_power(effect, 1.0, runs - 1)
     assert runs_for_power(0.5, 1.0) == 34
     assert runs_for_power(0.2, 1.0) == 199  # the fewest, also past 64 runs
-    for effect in (1.0, 1.5):  # 10 runs or fewer: the exact test's own (simulated) power
+    # Δ/sd = 1 needs 11: the exact test's power at 10 runs is 0.797 (200,000 draws), just short
+    assert runs_for_power(1.0, 1.0) == 11
+    for effect in (1.1, 1.5):  # 10 runs or fewer: the exact test's own (simulated) power
         runs = runs_for_power(effect, 1.0)
         assert runs is not None and 6 <= runs <= 10
         assert sign_flip_power(effect, 1.0, runs) >= 0.8 > sign_flip_power(effect, 1.0, runs - 1)
@@ -497,6 +502,25 @@ def test_runs_for_power_is_the_fewest_runs_and_never_below_the_sign_flip_floor()
     assert runs_for_power(4.0, 1.0, alpha=ALPHA / 3) == 7  # 2/2^6 > 0.0167 ≥ 2/2^7
     assert sign_flip_power(4.0, 1.0, 5) == 0.0
     assert runs_for_power(0.0, 1.0) is None and runs_for_power(0.5, 0.0) is None
+
+
+def test_runs_for_power_near_the_target_is_not_decided_by_simulation_noise():
+    # Δ per run +10, 0, +10 pp at α = 0.025 (Holm's first step over 2): the exact test's power
+    # at 10 runs is 0.7922 ± 0.0009 (200,000 draws, an independent simulation), so 10 runs fall
+    # short; 2,000 draws put it at 0.8075 and said 10
+    differences = np.array([0.10, 0.0, 0.10])
+    effect, sd = differences.mean(), differences.std(ddof=1)
+    assert sign_flip_power(effect, sd, 10, ALPHA / 2) == pytest.approx(0.7922, abs=0.006)
+    assert runs_for_power(effect, sd, ALPHA / 2) == 11
+
+
+def test_aso_below_its_threshold_happens_by_chance_between_identical_models_with_few_runs():
+    # what the comparisons legend says of ASO at 3 runs: descriptive only, no verdict rests on it
+    rng, draws, chance = np.random.default_rng(5), 100, 0
+    for i in range(draws):
+        a, b = rng.normal(0.6, 0.02, (2, 3))
+        chance += aso(a, b, seed=i) < 0.2 or aso(b, a, seed=i) < 0.2
+    assert chance / draws > 0.05  # about 0.18
 
 
 def test_power_stays_defined_for_large_effects():

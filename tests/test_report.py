@@ -118,6 +118,8 @@ def test_report_aggregates_seeds_and_splits_against_the_paper(tmp_path, monkeypa
     assert cited.ucf_101_paper == pytest.approx(94.2)
     markdown = (tmp_path / "out" / "table.md").read_text()
     assert "52.0 ± 2.0 (n=3)" in markdown and "+2.0" in markdown
+    # the mean over splits: the sd of the split means 52 and 42, its n counting splits, not runs
+    assert "47.0 ± 7.1 (n=2 splits)" in markdown and "(n splits)" in markdown
     # 6 paired comparisons (2 splits × 3 seeds), each over the 6 shared videos.
     per_video = pd.read_csv(tmp_path / "out" / "per_video_tests.csv")
     assert len(per_video) == 6 and set(per_video.videos) == {6}
@@ -159,6 +161,10 @@ def test_one_seed_per_row_makes_no_claim_of_a_difference(tmp_path):
     build_report(spec, tracker, tmp_path / "out", count=False)
     (over_runs,) = pd.read_csv(tmp_path / "out" / "comparisons.csv").to_dict("records")
     assert over_runs["runs"] == 2  # one seed on each of 2 splits: still training variance
+    header, _, first = (tmp_path / "out" / "comparisons.md").read_text().splitlines()[:3]
+    named, values = ([c.strip() for c in line.split("|")[1:-1]] for line in (header, first))
+    cells = dict(zip(named, values, strict=True))
+    assert cells["runs"] == "2" and cells["ASO ε_min ↑ / ↓"] == ""  # 2 runs: ASO is chance
     one_split = load_spec(write_spec(tmp_path, SEEDED_SPEC), ["train.seeds=[0]",
                                                              "dataset.splits=[1]"])  # fmt: skip
     build_report(one_split, tracker, tmp_path / "one", count=False)
@@ -377,9 +383,11 @@ def test_verdicts_say_when_no_test_is_possible_rather_than_no_difference():
     # 6 runs: p can reach 2/64 = 0.031 < 0.05 alone, but not Holm's 0.05/2 in a family of two
     assert verdict(result(6, 0.02), 0.03125, 1).startswith("better than the baseline")
     assert verdict(result(6, -0.02), 0.03125, 1).startswith("worse than the baseline")
+    # Holm's last step needs only p < 0.05, so 6 runs are not "no test possible" in a family of 2
     assert verdict(result(6, 0.02), 0.0625, 2) == (
-        "no test possible: 6 runs give p ≥ 0.0312 (Holm over 2 needs p < 0.025)"
+        "no difference shown (6 runs give p ≥ 0.0312; Holm over 2 needs p < 0.025 to 0.05)"
     )
+    assert verdict(result(5, 0.02), 0.0625, 1) == "no test possible: 5 runs give p ≥ 0.0625"
     assert verdict(result(8, 0.02), 0.2, 2) == "no difference shown"
     assert verdict(result(1, 0.02), float("nan"), 0).startswith("unknown: 1 run each")
 
@@ -401,5 +409,14 @@ def test_power_advice_is_for_the_effect_named_with_min_effect(tmp_path, monkeypa
     assert record["runs_for_power"] == 7
     assert "7 for Δ = 25.0 pp" in (tmp_path / "r" / "comparisons.md").read_text()
     assert "over 3 runs: no test possible" in capsys.readouterr().out
+    assert main(["report", str(path), *given, "--out", "r0", "--replace"]) == 0
+    (plain,) = pd.read_csv(tmp_path / "r0" / "comparisons.csv", dtype=str).to_dict("records")
+    assert float(plain["power_effect"]) == pytest.approx(0, abs=1e-9)  # the observed Δ: none
+    assert plain["runs_for_power"] != plain["runs_for_power"]  # empty (NaN), not a number
+    assert (
+        "unknown (Δ 0.0 pp, run spread 16.7 pp)" in (tmp_path / "r0" / "comparisons.md").read_text()
+    )
+    (counted,) = pd.read_csv(tmp_path / "r" / "comparisons.csv", dtype=str).to_dict("records")
+    assert counted["runs_for_power"] == "7"  # a count, not 7.0
     assert main(["report", str(path), *given, "--min-effect", "0", "--out", "r"]) == 2
     assert "--min-effect 0.0: expected a difference in percentage points" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The report's significance numbers against hand-computed values."""
 
+import json
 import math
 
 import numpy as np
@@ -95,3 +96,12 @@ def test_runs_are_paired_by_video_name_on_the_videos_both_scored():
 def test_compare_rejects_vectors_of_different_length():
     with pytest.raises(ValueError, match="equal-length"):
         compare(np.array([1, 0]), np.array([1]))
+
+
+def test_a_video_scored_nan_counts_as_wrong_not_as_class_0():
+    nan = float("nan")
+    videos = {"a.avi": {"label": 0, "scores": [nan, nan]},  # argmax of NaN is 0: not "right"
+              "b.avi": {"label": 1, "scores": [0.2, float("inf")]},
+              "c.avi": {"label": 0, "scores": [0.9, 0.1]}}  # fmt: skip
+    parsed = json.loads(json.dumps({"videos": videos}))  # NaN survives the artifact round trip
+    assert correctness(parsed) == {"a.avi": 0, "b.avi": 0, "c.avi": 1}

@@ -44,7 +44,9 @@ ASO_DT = 0.005  # deepsig's default integration step
 ASO_THRESHOLD = 0.2  # ε_min below this: "almost stochastically dominates" (Ulmer et al. 2022)
 POWER = 0.8
 SIMULATED_POWER_UP_TO = 10  # runs: the sign-flip test's power is simulated, not the t-test's
-POWER_DRAWS = 2_000
+POWER_DRAWS = 2_000  # simulated samples per round of the power simulation
+POWER_DRAWS_MAX = 50_000  # rounds stop here (standard error ≤ 0.0018) or once clear of `POWER`
+POWER_CLEAR = 4  # standard errors between the simulated power and `POWER` that end the rounds
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,16 @@ def hierarchical_interval(
 
 def sign_flip_test(differences: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
     """Two-sided p-value of the sign-flip permutation test on the mean of `differences`, and
-    the smallest p-value this many runs can give (exact up to `EXACT_UP_TO` runs)."""
+    the smallest p-value this many runs can give: exact (all 2^n patterns) up to `EXACT_UP_TO`
+    runs, from `MONTE_CARLO_FLIPS` random patterns beyond."""
     values = np.asarray(differences, dtype=np.float64)
     if np.all(values == 0):
         return 1.0, smallest_p_value(len(values))
+    # scipy enumerates every pattern only when n_resamples ≥ 2^n: inf for the exact range
+    resamples = np.inf if len(values) <= EXACT_UP_TO else MONTE_CARLO_FLIPS
     result = stats.permutation_test(
         (values,), _mean_statistic, permutation_type="samples", vectorized=True,
-        n_resamples=MONTE_CARLO_FLIPS, alternative="two-sided", rng=seed,
+        n_resamples=resamples, alternative="two-sided", rng=seed,
     )  # fmt: skip
     return float(result.pvalue), smallest_p_value(len(values))
 
@@ -260,7 +265,8 @@ def sign_flip_power(effect: float, sd: float, runs: int, alpha: float = ALPHA) -
     """Power of the exact sign-flip test for run differences ~ N(`effect`, `sd`²): 0 where
     `runs` cannot reach `alpha` at all (2/2^n > alpha); up to `SIMULATED_POWER_UP_TO` runs,
     where the test's few attainable p-values make it clearly weaker than a t-test, simulated
-    (`POWER_DRAWS` draws, fixed seed, every sign pattern enumerated); beyond, the paired t-test's
+    (fixed seed, every sign pattern enumerated, draws added until clearly on one side of
+    `POWER`); beyond, the paired t-test's
     power, which the sign-flip test's approaches (Lehmann & Romano 2005, §15.2)."""
     if smallest_p_value(runs) > alpha:
         return 0.0
@@ -272,15 +278,25 @@ def sign_flip_power(effect: float, sd: float, runs: int, alpha: float = ALPHA) -
 
 
 def _simulated_sign_flip_power(shift: float, runs: int, alpha: float) -> float:
-    """The rejection rate of the exact two-sided test over `POWER_DRAWS` samples of `runs`
-    differences ~ N(shift, 1): p = share of sign patterns with |mean| ≥ the observed |mean|."""
+    """The rejection rate of the exact two-sided test over samples of `runs` differences
+    ~ N(shift, 1): p = share of sign patterns with |mean| ≥ the observed |mean|. Samples come
+    in rounds of `POWER_DRAWS` (fixed seed) until the rate is `POWER_CLEAR` standard errors
+    from `POWER`, or `POWER_DRAWS_MAX` are drawn: `runs_for_power` compares it with `POWER`,
+    and a rate that close to it needs many draws to fall on the right side."""
     rng = np.random.default_rng(0)
-    differences = rng.normal(shift, 1.0, (POWER_DRAWS, runs))
-    patterns = 1 - 2 * ((np.arange(2**runs)[:, None] >> np.arange(runs)) & 1)  # (2^n, n) ±1
-    flipped = np.abs(differences @ patterns.T)  # (draws, 2^n): |sum| under every pattern
-    observed = np.abs(differences.sum(axis=1, keepdims=True))
-    p_values = np.mean(flipped >= observed * (1 - 1e-12), axis=1)
-    return float(np.mean(p_values <= alpha))
+    # half the patterns: −s gives the same |sum| as s, so the first sign can stay +1
+    patterns = 1 - 2 * ((np.arange(2 ** (runs - 1))[:, None] >> np.arange(runs)) & 1)
+    rejected = drawn = 0
+    while True:
+        differences = rng.normal(shift, 1.0, (POWER_DRAWS, runs))
+        flipped = np.abs(differences @ patterns.T)  # (draws, 2^(n−1)): |sum| per pattern
+        observed = np.abs(differences.sum(axis=1, keepdims=True))
+        p_values = np.mean(flipped >= observed * (1 - 1e-12), axis=1)
+        rejected, drawn = rejected + int(np.sum(p_values <= alpha)), drawn + POWER_DRAWS
+        power = rejected / drawn
+        error = math.sqrt(max(power * (1 - power), 1e-12) / drawn)
+        if abs(power - POWER) > POWER_CLEAR * error or drawn >= POWER_DRAWS_MAX:
+            return power
 
 
 def runs_for_power(

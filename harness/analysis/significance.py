@@ -105,11 +105,15 @@ def compare(model_correct: np.ndarray, baseline_correct: np.ndarray) -> PairedCo
 
 
 def correctness(per_video: dict) -> dict[str, int]:
-    """Video name → 1 if its top-scoring class is its label, from `per_video_scores.json`."""
-    return {
-        name: int(int(np.argmax(entry["scores"])) == entry["label"])
-        for name, entry in per_video["videos"].items()
-    }
+    """Video name → 1 if its top-scoring class is its label, from `per_video_scores.json`; a
+    video whose scores are not all finite (a store written before such runs failed) is 0, not
+    the argmax of NaN (class 0)."""
+    return {name: _right(entry) for name, entry in per_video["videos"].items()}
+
+
+def _right(entry: dict) -> int:
+    scores = np.asarray(entry["scores"], dtype=np.float64)
+    return int(bool(np.isfinite(scores).all()) and int(np.argmax(scores)) == entry["label"])
 
 
 def on_shared_videos(

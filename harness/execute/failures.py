@@ -1,11 +1,11 @@
 """What a failure does, by whose it is (EAM and AARM sweeps run dozens of trials unattended).
 
-Data and numerics (undecodable videos, a missing file, a NaN loss, a setting the trial cannot
-use) end that trial with a one-line reason and the others go on; so does running out of memory,
-whose reason names the trial, its batch sizes and the memory, after which the cache is freed for
-the next trial. Anything else (a bug in the code, a CUDA device-side assert, which leaves the GPU
-unusable) propagates and stops the sweep: `run_trial` has already saved its traceback in the
-run (`traceback.txt`), and the command line prints it.
+Data and numerics (undecodable videos, a missing file, a NaN loss or NaN test scores, a setting the
+trial cannot use) end that trial with a one-line reason and the others go on; so does running out of
+memory, whose reason names the trial, its batch sizes and the memory, after which the cache is freed
+for the next trial. Anything else (a bug in the code, a CUDA device-side assert, which leaves the
+GPU unusable) propagates and stops the sweep: `run_trial` has already saved its traceback in the run
+(`traceback.txt`), and the command line prints it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from harness.config import Spec, Trial
 from harness.device import device_name
 from harness.tracking import Store
 from harness.train import distributed
-from harness.train.engine import NonFiniteLoss
+from harness.train.engine import NonFiniteLoss, NonFiniteScores
 from harness.train.trial import run_trial
 from registry import ConfigError
 
 # What ends one trial without stopping the others: its data, its numbers, its settings.
-TRIAL_FAILURES = (NonFiniteLoss, ConfigError, OSError)
+TRIAL_FAILURES = (NonFiniteLoss, NonFiniteScores, ConfigError, OSError)
 
 
 def run_or_reason(spec: Spec, trial: Trial, store: Store, *, progress: bool) -> str | None:

@@ -23,6 +23,7 @@ from harness.analysis.profile import profile_spec
 from harness.config import Spec, result_keys
 from harness.report.comparisons import (
     Outcomes,
+    comparisons_frame,
     comparisons_markdown,
     run_comparisons,
     video_outcomes,
@@ -131,10 +132,12 @@ def _write_comparisons(report: Report, outcomes: Outcomes, min_effect: float | N
     report.comparisons = run_comparisons(report.rows, outcomes, min_effect=min_effect)
     if not report.comparisons:
         return ""
-    frame = pd.DataFrame.from_records(report.comparisons)
-    markdown = comparisons_markdown(frame, min_effect=min_effect)
+    markdown = comparisons_markdown(report.comparisons, min_effect=min_effect)
     report.files += [
-        _write(report.out / "comparisons.csv", frame.to_csv(index=False)),
+        _write(
+            report.out / "comparisons.csv",
+            comparisons_frame(report.comparisons).to_csv(index=False),
+        ),
         _write(report.out / "comparisons.md", markdown + "\n"),
     ]
     return markdown

@@ -17,6 +17,8 @@ from tabulate import tabulate
 from harness.analysis.replication import (
     ALPHA,
     ASO_THRESHOLD,
+    EXACT_UP_TO,
+    MONTE_CARLO_FLIPS,
     PairedRun,
     RunComparison,
     compare_over_runs,
@@ -29,6 +31,7 @@ from harness.tracking import RunRecord
 from harness.tracking.schema import per_video_scores
 
 Outcomes = dict[str, dict[str, int]]  # run id → video → 1 if classified right
+ASO_MIN_RUNS = 3  # fewer: ε_min is shown blank (from 2 runs it is mostly chance)
 
 HEADERS = ["model", "baseline", "runs", "acc. (%)", "baseline (%)", "Δ (pp) [95% CI]",
            "Δ per run (pp)", "sign-flip p", "Holm p", "ASO ε_min ↑ / ↓", "verdict",
@@ -109,17 +112,24 @@ def _record(row, baseline, result: RunComparison, holm_p: float, family: int, mi
 
 
 def verdict(result: RunComparison, holm_p: float, family: int) -> str:
-    """What the comparison shows, in words a reader cannot over-read. Holm's adjusted p-values
-    are all at least `family` times the smallest raw one, so a family of m comparisons over n
-    runs can show nothing at all when m · 2/2^n ≥ α: said as such, not as "no difference"."""
+    """What the comparison shows, in words a reader cannot over-read. n runs cannot give a
+    p-value below 2/2^n: where even that misses α the test cannot show anything, said as such,
+    not as "no difference". Holm's steps need p below α/m for the smallest of a family of m,
+    up to α for the largest, so a comparison whose smallest p lies between is "not shown", and
+    the reason is given."""
     if not result.replicated:
         return "unknown: 1 run each, training variance not measured"
     if holm_p < ALPHA:
         direction = "better" if result.mean_difference > 0 else "worse"
         return f"{direction} than the baseline (Holm p < {ALPHA})"
+    floor = f"{result.runs} runs give p ≥ {result.smallest_p:.3g}"
+    if result.smallest_p >= ALPHA:
+        return f"no test possible: {floor}"
     if result.smallest_p * family >= ALPHA:
-        holm_note = f" (Holm over {family} needs p < {ALPHA / family:.3g})" if family > 1 else ""
-        return f"no test possible: {result.runs} runs give p ≥ {result.smallest_p:.3g}{holm_note}"
+        return (
+            f"no difference shown ({floor}; Holm over {family} needs p < {ALPHA / family:.3g} "
+            f"to {ALPHA})"
+        )
     return "no difference shown"
 
 
@@ -134,19 +144,27 @@ def power_advice(record: dict) -> str:
     return f"{record['runs_for_power']} for Δ = {record['power_effect']:.1f} pp"
 
 
-def comparisons_markdown(frame: pd.DataFrame, *, min_effect: float | None = None) -> str:
+def comparisons_frame(records: list[dict]) -> pd.DataFrame:
+    """The records of `run_comparisons` as comparisons.csv's frame: run counts stay integers
+    and an unknown one stays empty (not a float nan)."""
+    frame = pd.DataFrame.from_records(records)
+    frame["runs_for_power"] = frame["runs_for_power"].astype("Int64")
+    return frame
+
+
+def comparisons_markdown(records: list[dict], *, min_effect: float | None = None) -> str:
     """The records of `run_comparisons` as a GitHub table, with the legend under it."""
-    shown = [_cells(record) for record in frame.to_dict("records")]
+    shown = [_cells(record) for record in records]
     table = tabulate(shown, headers=HEADERS, tablefmt="github", disable_numparse=True)
-    replicated = frame[frame.runs >= 2]
-    return f"{table}\n\n{legend(len(replicated), len(frame), min_effect)}"
+    replicated = sum(1 for record in records if record["runs"] >= 2)
+    return f"{table}\n\n{legend(replicated, len(records), min_effect)}"
 
 
 def _cells(record: dict) -> list[str]:
     one_run = record["runs"] < 2
     interval = "" if one_run else f" [{record['ci95_low']:+.1f}, {record['ci95_high']:+.1f}]"
     up, down = record["aso_model_better"], record["aso_baseline_better"]
-    aso = "" if one_run else f"{up:.2f} / {down:.2f}"
+    aso = "" if record["runs"] < ASO_MIN_RUNS else f"{up:.2f} / {down:.2f}"
     return [
         record["model"], record["baseline"], str(record["runs"]),
         f"{record['accuracy']:.1f}", f"{record['baseline_accuracy']:.1f}",
@@ -168,13 +186,16 @@ def legend(replicated: int, total: int, min_effect: float | None) -> str:
     ]
     if replicated:
         parts.append(
-            "sign-flip p: two-sided permutation test over the runs' Δ (exact: all 2^n sign "
-            f"patterns; n runs cannot give p below 2/2^n). Holm p: Holm–Bonferroni over the "
+            "sign-flip p: two-sided permutation test over the runs' Δ (exact over all 2^n sign "
+            f"patterns up to {EXACT_UP_TO} runs, {MONTE_CARLO_FLIPS:,} random patterns beyond; "
+            "n runs cannot give p below 2/2^n). Holm p: Holm–Bonferroni over the "
             f"family of the {replicated} comparison{'s' * (replicated != 1)} of this spec with "
             "two runs or more (every attention row against its baseline); a difference is "
             f"claimed only where Holm p < {ALPHA}. ASO ε_min ↑ / ↓: almost stochastic order "
             "(Dror et al. 2019) of the model's run accuracies over the baseline's, and the "
-            f"reverse; below {ASO_THRESHOLD} the first almost always beats the second. Runs for "
+            f"reverse, from {ASO_MIN_RUNS} runs on; descriptive only: with this few runs, "
+            f"identical models also fall below its usual threshold ({ASO_THRESHOLD}) in one "
+            "direction by chance, so no verdict rests on it. Runs for "
             f"80% power: run pairs the sign-flip test needs to detect {_effect(min_effect)} at "
             f"α = {ALPHA}/{max(replicated, 1)}, from the spread of the runs' Δ (the exact "
             "test's power for normal Δ, simulated up to 10 runs; the paired t-test's beyond)."

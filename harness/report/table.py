@@ -36,6 +36,9 @@ class Stat:
 
     @classmethod
     def of(cls, values: list[float]) -> Stat | None:
+        """The stat of the finite values (a NaN logged by a damaged run is left out, and n says
+        how many remain); None when none is."""
+        values = [v for v in values if math.isfinite(v)]
         if not values:
             return None
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
@@ -52,6 +55,7 @@ class Column:
     digits: int
     comparable: bool = True  # False: ours was measured on other data than the paper's
     per_run: bool = False  # a measured result (accuracy): its number of runs is always shown
+    counted: str = ""  # what n counts when not runs ("splits": the mean over splits)
 
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_")
@@ -71,7 +75,8 @@ def table_notes(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> 
     """The bullet list under the table: what accuracy and GFLOPs mean, and where they came from."""
     lines = [
         "Accuracy: video top-1 (%) averaged over clips per video; ours is mean ± sample std over "
-        "seeds (n runs). Δ = ours − paper, shown only where the data is the paper's.",
+        "seeds (n runs); the mean over splits is the mean of the per-split means ± their sample "
+        "std (n splits). Δ = ours − paper, shown only where the data is the paper's.",
         f"GFLOPs [paper conv.]: per clip, the paper convention (fvcore's counts plus average "
         f"pooling); {MACS_NOTE} Attn.: the inserted attention modules together, their sigmoids, "
         "gating products and max pooling uncounted (`harness profile SPEC` lists them per "
@@ -120,7 +125,9 @@ def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list
             found.append(Column(f"{label} split {split}", key, _accuracy([split]), 1, real, True))
             measured_keys.add(key)
         if len(splits) > 1:
-            found.append(Column(f"{label} mean", name, _accuracy(splits), 1, real, True))
+            found.append(
+                Column(f"{label} mean", name, _accuracy(splits), 1, real, True, counted="splits")
+            )
             measured_keys.add(name)
     for key in dict.fromkeys(referenced):  # what the paper reports and this spec does not run
         if key not in ("params_m", "gflops") and key not in measured_keys:
@@ -244,7 +251,7 @@ def _formatted(row: ReportRow, column: Column, paper_shown: bool, pm: str) -> li
     if paper_shown:
         out.append(_number(cell.paper, column.digits))
     if column.ours:
-        out.append(_stat(cell.ours, column.digits, pm, row, column.per_run))
+        out.append(_stat(cell.ours, column, pm, row))
         if paper_shown and column.comparable:
             out.append(_signed(cell.delta, column.digits))
     return out
@@ -258,16 +265,18 @@ def _signed(value: float | None, digits: int) -> str:
     return "" if value is None else f"{round(value, digits) + 0.0:+.{digits}f}"  # no "-0.000"
 
 
-def _stat(stat: Stat | None, digits: int, pm: str, row: ReportRow, per_run: bool) -> str:
+def _stat(stat: Stat | None, column: Column, pm: str, row: ReportRow) -> str:
     if row.cited:
         return ""
     if stat is None:
         return "pending"
+    digits, per_run = column.digits, column.per_run
+    n = f"(n={stat.n}{f' {column.counted}' if column.counted else ''})"
     if stat.n == 1 or math.isnan(stat.std):  # one run: no spread to show, but say it is one
-        return f"{stat.mean:.{digits}f} (n={stat.n})" if per_run else f"{stat.mean:.{digits}f}"
+        return f"{stat.mean:.{digits}f} {n}" if per_run else f"{stat.mean:.{digits}f}"
     if not per_run and round(stat.std, digits) == 0:  # size and cost: equal in every run
         return f"{stat.mean:.{digits}f}"
-    return f"{stat.mean:.{digits}f} {pm} {stat.std:.{digits}f} (n={stat.n})"
+    return f"{stat.mean:.{digits}f} {pm} {stat.std:.{digits}f} {n}"
 
 
 def latex_document(title: str, rows: list[ReportRow], cols: list[Column], notes: str) -> str:

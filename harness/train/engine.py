@@ -1,13 +1,14 @@
 """Training and evaluation loops: short, explicit, read top to bottom.
 
 Each training step is `Stepper.step` (`harness.train.step`, shared with `harness bench train`).
-The loop never makes the host wait for the device between steps: losses and correct counts stay
-on the device, and every `sync_every` steps (and at the epoch's end) one read fetches the
-window's finiteness and the running totals. A loss that is NaN or infinite ends the trial with
-`NonFiniteLoss` naming the epoch and step. `data_seconds` is the time the host waited for the
-loader; `compute_seconds` the rest of the epoch's wall time, the waits at those reads included.
-Samples that failed to decode and were replaced come back from the loader in `failed` and are
-returned, so the run can log how many and which.
+The loop never makes the host wait for the device between steps: losses and correct counts stay on
+the device, and every `sync_every` steps (and at the epoch's end) one read fetches the window's
+finiteness and the running totals. A loss that is NaN or infinite ends the trial with
+`NonFiniteLoss` naming the epoch and step; test scores that are not finite end it with
+`NonFiniteScores` before any accuracy is read from them. `data_seconds` is the time the host waited
+for the loader; `compute_seconds` the rest of the epoch's wall time, the waits at those reads
+included. Samples that failed to decode and were replaced come back from the loader in `failed` and
+are returned, so the run can log how many and which.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -27,6 +29,11 @@ from harness.train.step import Stepper, StepSettings, autocast, forward
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite: the trial cannot continue."""
+
+
+class NonFiniteScores(RuntimeError):
+    """The trained network scored test videos NaN or infinite: no accuracy can be read from
+    them (the argmax of a NaN vector is class 0, which would count as a guess)."""
 
 
 @dataclass
@@ -114,5 +121,18 @@ def evaluate(
     if merge is not None:
         accumulator = merge(accumulator)
     result = accumulator.result()
+    _require_finite(result)
     clip_accuracy = accumulator.clips_correct / max(accumulator.clips, 1)
     return video_metrics(result, num_classes, clip_accuracy), result
+
+
+def _require_finite(result: VideoScores) -> None:
+    """Raise `NonFiniteScores` when any scored video's mean clip scores are not all finite."""
+    bad = [video for video, scores in result.scores.items() if not np.isfinite(scores).all()]
+    if bad:
+        raise NonFiniteScores(
+            f"the trained network gave NaN or infinite scores for {len(bad)} of "
+            f"{len(result.scores)} test videos (its weights or BatchNorm statistics diverged); "
+            "nothing was logged as its accuracy. Lower train.lr or add a warm-up, then run it "
+            "again."
+        )

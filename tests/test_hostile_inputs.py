@@ -154,6 +154,20 @@ BAD_VALUES = {
         {"reference": [{"match": {}, "values": {"foo": 1.0}}]}, "reference[0].values.foo"),
     "a stage placed twice": (
         {"grid.placement": [{"where": "stage_output", "stages": ["res2", "res2"]}]}, "twice"),
+    "a seed given twice (one trial, not two runs)": (
+        {"train.seeds": [0, 0]}, "key 'train.seeds' = [0, 0] lists 0 twice"),
+    "a split given twice": ({"dataset.splits": [1, 1]}, "dataset.splits' = [1, 1] lists 1"),
+    "an accuracy of 150 %": (
+        {"reference": [{"match": {}, "values": {"synthetic": 150}}]}, "values.synthetic': 150"),
+    "a negative parameter count": (
+        {"reference": [{"match": {}, "values": {"params_m": -5}}]}, "values.params_m': -5"),
+    "a NaN GFLOPs": (
+        {"reference": [{"match": {}, "values": {"gflops": float("nan")}}]}, "values.gflops': nan"),
+    "VGG16 on crops its pooling cannot take": (
+        {"grid.backbone": ["vgg16"], "grid.placement": ["none"]},
+        "vgg16 takes crops of at least 32×32 pixels"),
+    "split lists beside a synthetic root (left unread)": (
+        {"dataset.split_dir": "/nope"}, "key 'dataset.split_dir': the root synthetic:tiny"),
 }  # fmt: skip
 
 
@@ -177,6 +191,11 @@ BAD_TEXTS = {
         "'num_classes' appears twice",
     ),
     "not YAML": ("name: [unclosed\n", "not valid YAML"),
+    "a number as an option name": (
+        "name: hostile\nmodel: {num_classes: 5, options: {1: 2}}\n"
+        "grid: {backbone: [resnet3d_10]}\n",
+        "key 1 (line 2) is not a name",
+    ),
     "a list, not a mapping": ("- name\n- model\n", "expected a mapping"),
     "an empty file": ("\n  \n", "is empty"),
 }
@@ -296,6 +315,22 @@ BAD_FLAGS = {
         ["bench", "train", "vgg16", "--size", "16"], "vgg16 cannot take clips of --frames 16"),
     "a C3D bench on clips it cannot take": (
         ["bench", "train", "c3d", "--frames", "4", "--size", "32"], "give --frames 16 --size 112"),
+    "an empty tracking URI flag": (
+        ["run", "SPEC", "--tracking-uri", ""], "--tracking-uri is empty"),
+    "a server URI whose IPv6 host is unclosed": (
+        ["run", "SPEC", "--dry-run", "--tracking-uri", "http://[::1"], "Invalid IPv6 URL"),
+    "a password in a URI that does not parse (not echoed)": (
+        ["report", "SPEC", "--tracking-uri", "postgresql://u:secret@[::1/db"], "postgresql URI"),
+    "an SQLite store under a literal ~": (
+        ["run", "SPEC", "--dry-run", "--tracking-uri", "sqlite:///~/x.db"], "folder called '~'"),
+    "a latency on Apple's GPU": (["profile", "SPEC", "--latency", "--device", "mps"], "not on mps"),
+    "a bench on the meta device": (["bench", "train", "resnet3d_10", "--device", "meta"], "meta"),
+    "a bench batch of 100000 clips (killed, not told, on a CPU)": (
+        ["bench", "train", "resnet3d_10", "--batch", "100000"], "--batch 100000: expected at most"),
+    "a latency batch of 100000 clips": (
+        ["profile", "SPEC", "--latency", "--batch", "100000"], "--batch 100000: expected at most"),
+    "synthetic data into a folder holding other files": (
+        ["data", "synth", "--preset", "tiny", "--out", "."], "holds other files (e.g. spec.yaml)"),
     "a misspelt attention module, given by --set": (
         ["run", "SPEC", "--set", "grid.attention=[se, eem]"],
         "--set 'grid.attention=[se, eem]' (applied to "),
@@ -308,7 +343,46 @@ def test_a_bad_flag_exits_2(tmp_path, monkeypatch, capsys, case):
     args, expected = BAD_FLAGS[case]
     spec = str(write_spec(tmp_path))
     assert main([spec if a == "SPEC" else a for a in args]) == 2
-    one_paragraph_error(capsys, expected)
+    err = one_paragraph_error(capsys, expected)
+    assert "secret" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing made, no ~/
+
+
+def test_yaml_merge_keys_work_and_a_key_beside_them_wins(tmp_path):
+    spec = write_spec(tmp_path)
+    text = spec.read_text().replace("train:", "train: &base", 1)
+    spec.write_text(text + "per_trial:\n- match: {}\n  train:\n    <<: *base\n    lr: 0.01\n")
+    loaded = load_spec(spec)
+    (trial,) = loaded.trials
+    assert loaded.train.lr == 0.001 and loaded.train_for(trial).lr == 0.01
+
+
+def test_a_dry_run_and_the_ui_create_no_store_in_a_folder_that_does_not_exist(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/missing/deeper/x.db"
+    assert main(["run", str(write_spec(tmp_path)), "--dry-run", "--tracking-uri", uri]) == 0
+    assert "there is no store at" in capsys.readouterr().err
+    assert main(["ui", "--tracking-uri", uri]) == 2
+    one_paragraph_error(capsys, "missing/deeper/x.db")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_cache_or_checkpoints_path_that_is_a_file_is_named_before_any_store(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    spec = str(write_spec(tmp_path))
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "afile"))
+    assert main(["run", spec]) == 2
+    one_paragraph_error(capsys, "HARNESS_CACHE=", "afile is a file", "unset it")
+    monkeypatch.setenv("HARNESS_CACHE", "")  # empty: unset, the default folder
+    (tmp_path / "checkpoints").write_text("x")
+    assert main(["run", spec]) == 2
+    one_paragraph_error(capsys, "checkpoints is a file", "run from another folder")
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_exponent_floats_read_as_numbers_in_specs_and_overrides(tmp_path):
@@ -485,6 +559,39 @@ def test_ctrl_c_ends_with_summary_exit_130_and_a_killed_resumable_run(
     assert main(["run", str(spec), "--no-progress"]) == 0  # resumes epoch 1 in the same run
     (resumed,) = runs(tmp_path)
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+
+
+def test_ctrl_c_while_the_run_is_marked_finished_keeps_the_trained_model(
+    tmp_path, monkeypatch, capsys
+):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, {"train.epochs": 2})
+    original = MlflowClient.set_terminated
+
+    def interrupted(self, run_id, status=None, *args, **kwargs):
+        if status == "FINISHED":  # the trial trained and evaluated: Ctrl-C as it is marked done
+            raise KeyboardInterrupt
+        return original(self, run_id, status, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", interrupted)
+    assert main(["run", str(spec), "--no-progress"]) == 130
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    trained = []
+    train_epoch = engine.train_one_epoch
+
+    def counted(stepper, loader, *, epoch, **kwargs):
+        trained.append(epoch)
+        return train_epoch(stepper, loader, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr("harness.train.trial.train_one_epoch", counted)
+    assert main(["run", str(spec), "--no-progress"]) == 0
+    assert trained == []  # its resume point was kept: only the evaluation runs again
+    (run,) = runs(tmp_path)  # the same run, finished; no second run trained from epoch 0
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs_trained"] == 2
+    assert not (tmp_path / "checkpoints" / "hostile" / KEY).exists()
 
 
 def test_resuming_against_another_store_starts_a_clean_run_with_its_params(

@@ -92,6 +92,23 @@ def test_fixed_input_is_the_only_size_that_works(name):
             model(torch.randn(1, channels, *rest, height // 2, width // 2))
 
 
+@pytest.mark.parametrize("name", [n for n in BACKBONES if not BACKBONES.get(n).fixed_input])
+def test_min_side_is_the_smallest_crop_that_works(name):
+    entry = BACKBONES.get(name)
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = entry.build(num_classes=3, attention_at=no_attention).eval()
+        frames = (1,) if entry.dims == 3 else ()  # any clip length works for every 3D backbone
+
+        def forward(side: int) -> tuple:
+            return tuple(model(torch.empty(1, entry.input_shape[0], *frames, side, side)).shape)
+
+        with torch.no_grad():
+            assert forward(entry.min_side) == (1, 3)
+            if entry.min_side > 1:
+                with pytest.raises(RuntimeError):
+                    forward(entry.min_side - 1)
+
+
 def test_plugin_entry_without_the_new_fields_gets_defaults():
     entry = BackboneEntry(
         name="plugin_net",
@@ -100,11 +117,11 @@ def test_plugin_entry_without_the_new_fields_gets_defaults():
         dims=3,
         input_shape=(3, 8, 32, 32),
         classifier="fc",
-        description="a plugin that predates display_name, fixed_input and gradcam_layer",
+        description="a plugin that predates display_name, fixed_input, gradcam_layer, min_side",
     )
     assert entry.display_name == "plugin_net"
     assert entry.fixed_input is None
-    assert entry.gradcam_layer == ""
+    assert entry.gradcam_layer == "" and entry.min_side == 1
 
 
 def test_attention_plugin_class_gets_its_display_name_or_its_registry_name(monkeypatch):

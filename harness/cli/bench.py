@@ -11,7 +11,13 @@ from pathlib import Path
 
 import torch
 
-from harness.cli.checks import device_flag, require_at_most, require_existing, require_positive
+from harness.cli.checks import (
+    MAX_BATCH,
+    device_flag,
+    require_at_most,
+    require_existing,
+    require_positive,
+)
 from harness.cli.data import add_dataset_arguments, dataset_config
 from harness.config.spec import AXIS_LIMITS
 from harness.data.bench import TRAIN_RATE, bench_data, format_bench
@@ -96,7 +102,7 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 def _bench_train(args: argparse.Namespace) -> int:
     require_positive(args, "batch", "frames", "size", "steps", "workers")
-    require_at_most(args, frames=AXIS_LIMITS["frames"], size=AXIS_LIMITS["size"])
+    require_at_most(args, frames=AXIS_LIMITS["frames"], size=AXIS_LIMITS["size"], batch=MAX_BATCH)
     _require_fixed_input(args.backbone, args.frames, args.size)
     _require_input_fits(args)
     device = device_flag(args.device)

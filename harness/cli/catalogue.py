@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 
 from harness.analysis.profile import format_table, profile_spec, rows_as_json
-from harness.cli.checks import device_flag, require_positive
+from harness.cli.checks import MAX_BATCH, device_flag, require_at_most, require_positive
 from harness.config.spec import load_spec
 from harness.device import default_device
 from harness.execute.failures import is_out_of_memory
@@ -94,6 +94,7 @@ def _options_line(options: dict[str, dict[str, str]]) -> str:
 
 def _profile(args: argparse.Namespace) -> int:
     require_positive(args, "batch")
+    require_at_most(args, batch=MAX_BATCH)
     spec = load_spec(args.spec)
     device = device_flag(args.device)
     try:

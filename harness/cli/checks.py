@@ -31,6 +31,10 @@ def _require_at_least(args: argparse.Namespace, minimum: int, names: tuple[str, 
             raise ConfigError(f"{_flag(name)} {value}: expected {expected}.")
 
 
+MAX_BATCH = 1024  # clips per batch of a benchmark or a latency: beyond, a typo (a CPU's kernel
+# kills a process that asks for more memory than the machine has, with no message to catch)
+
+
 def require_at_most(args: argparse.Namespace, **limits: int) -> None:
     """Every flag `--name` given must be at most `limits[name]`: beyond it, a typo that would
     otherwise allocate gigabytes or run for hours (e.g. `--size 5000` for 500)."""
@@ -94,6 +98,11 @@ def device_flag(value: str | None) -> torch.device | None:
         device = torch.device(value)
     except RuntimeError:
         raise ConfigError(f"--device {value!r}: expected cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta…: the harness runs on neither
+        raise ConfigError(
+            f"--device {value}: expected cpu, cuda or cuda:N (the harness trains and measures on "
+            f"those only, not on {device.type})."
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {value}: this machine has no CUDA GPU; use --device cpu.")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     spec = select_trials(spec, args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
+    _require_working_folders()
     started = time.perf_counter()
     if any(train and train.deterministic for train in map(spec.train_for, spec.trials)):
         # cuBLAS reads this once per process, before its first call: set it before CUDA starts
@@ -120,6 +121,18 @@ def _run(args: argparse.Namespace) -> int:
               "the same command again.", file=sys.stderr)  # fmt: skip
         return 130
     return 1 if summary.failed else 0
+
+
+def _require_working_folders() -> None:
+    """The dataset cache and `checkpoints/` must be folders (or not exist yet), said before the
+    store is opened or a trial starts."""
+    cache_dir()  # raises naming HARNESS_CACHE
+    if CHECKPOINTS.exists() and not CHECKPOINTS.is_dir():
+        raise ConfigError(
+            f"{CHECKPOINTS.resolve()} is a file: harness run keeps resume points and trial claims "
+            f"in a folder of that name in the folder it runs from. Move the file, or run from "
+            "another folder."
+        )
 
 
 def _print_summary(spec, summary, uri: str, seconds: float) -> None:

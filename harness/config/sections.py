@@ -171,10 +171,13 @@ def parse_section(cls: type, raw: Any, key: str) -> Any:
 
 def check_bounds(where: str, value: Any, bounds: dict | None) -> None:
     """`ConfigError` naming `where` when `value` (a number, or each number of a list) is not
-    finite or lies outside `bounds` (see `bounded`)."""
+    finite or lies outside `bounds` (see `bounded`), or when a list repeats a value."""
     numbers = value if isinstance(value, list) else [value]
     if bounds and bounds["nonempty"] and not numbers:
         raise ConfigError(f"{where} = []: give at least one value.")
+    repeated = [n for i, n in enumerate(numbers) if n in numbers[:i]]
+    if isinstance(value, list) and repeated:  # seeds [0, 0]: one trial twice, not two runs
+        raise ConfigError(f"{where} = {value!r} lists {repeated[0]!r} twice: give each once.")
     for number in numbers:
         if not isinstance(number, int | float) or isinstance(number, bool):
             continue

@@ -38,6 +38,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -229,20 +230,30 @@ def _names_key(message: str, key: str) -> bool:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe YAML in which a key given twice in one mapping is an error, not "the last wins",
-    and `1e-3` is a float, as YAML 1.2 and every researcher read it (PyYAML's YAML 1.1 wants
-    `1.0e-3` and reads `1e-3` as a string)."""
+    every key is a name (a string), and `1e-3` is a float, as YAML 1.2 and every researcher read
+    it (PyYAML's YAML 1.1 wants `1.0e-3` and reads `1e-3` as a string). Merge keys (`<<: *base`)
+    work as in YAML: a key given beside them overrides the merged one."""
 
     def construct_mapping(self, node, deep=False):
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                continue
             key = self.construct_object(key_node, deep=True)
-            if key in seen:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
                 raise SpecError(
-                    f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}"
-                    "); YAML would silently keep the last. Remove one."
+                    f"key {key!r} (line {line}) is not a name: every key of a spec is a word "
+                    "such as k_c or epochs. Quote it if it is one."
                 )
+            if key in seen:
+                raise SpecError(f"key {key!r} appears twice in one mapping (line {line}); YAML "
+                                "would silently keep the last. Remove one.")  # fmt: skip
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 _UniqueKeyLoader.add_implicit_resolver(
@@ -568,7 +579,15 @@ def _labelled_match(where: _Where, match: Mapping, key: str) -> dict[str, Any]:
 
 
 def _check_input(trial: Trial, resolved) -> None:
-    """A backbone with a fixed input (C3D's fc6) takes clips of that shape only."""
+    """A backbone with a fixed input (C3D's fc6) takes clips of that shape only; one with a
+    smallest side (VGG16's max pools) takes no smaller crop."""
+    smallest = resolved.backbone.min_side
+    if trial.size < smallest:
+        raise ConfigError(
+            f"{trial.backbone} takes crops of at least {smallest}×{smallest} pixels (its "
+            f"pooling leaves nothing of a smaller one), not size {trial.size}: set size: "
+            f"{smallest} or more for its trials."
+        )
     fixed = resolved.backbone.fixed_input
     if fixed is not None and trial.input_shape(resolved) != tuple(fixed):
         frames, size = fixed[1], fixed[-1]
@@ -622,6 +641,11 @@ def _reference_values(where: _Where, raw: Any, key: str) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise where.error(f"{key}.{name}", f"expected a number as the paper prints it, "
                               f"got {value!r}.")  # fmt: skip
+        low, high = (0, 100) if name not in ("params_m", "gflops") else (0, math.inf)
+        if not (math.isfinite(value) and low <= value <= high):  # 150 %, −5 M params, .nan
+            wanted = "an accuracy in percent (0 to 100)" if high == 100 else "a size or cost ≥ 0"
+            raise where.error(f"{key}.{name}", f"{value!r}: expected {wanted}, as the paper "
+                              "prints it.")  # fmt: skip
     return values
 
 

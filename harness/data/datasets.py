@@ -189,7 +189,18 @@ def source_stamp(path: Path) -> list[int]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+    """`$HARNESS_CACHE` (empty or unset: `~/.cache/harness`), where generated datasets, frame
+    indexes and clip caches go; `DataError` when it names something that is not a folder."""
+    folder = Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise DataError(
+            f"HARNESS_CACHE={os.environ.get('HARNESS_CACHE')}: {blocking} is a file, where the "
+            "harness keeps its generated datasets, frame indexes and clip caches in a folder. "
+            "Point HARNESS_CACHE at a folder (it is created if missing), or unset it for "
+            "~/.cache/harness."
+        )
+    return folder
 
 
 class FrameIndex:

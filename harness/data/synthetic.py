@@ -93,9 +93,10 @@ def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0,
 
 
 def check_synthetic_out(out: Path, preset: str, seed: int) -> None:
-    """`out` may take the `preset` dataset of `seed`: it holds no dataset, or that one already
-    (written again, file for file). A real UCF-101 there would get synthetic class folders and
-    its official split files replaced; another preset or seed, a mixture of two datasets."""
+    """`out` may take the `preset` dataset of `seed`: it is new or empty, or holds that dataset
+    already (written again, file for file). A real UCF-101 there would get synthetic class
+    folders and its official split files replaced; another preset or seed, a mixture of two
+    datasets; any other folder, files scattered among its own."""
     written = out / MARKER
     if written.is_file():
         found = json.loads(written.read_text())
@@ -104,6 +105,9 @@ def check_synthetic_out(out: Path, preset: str, seed: int) -> None:
         holds = f"the synthetic {found.get('preset')!r} preset (seed {found.get('seed')})"
     elif any((out / name).exists() for name in ("UCF-101", "ucfTrainTestlist")):
         holds = "a dataset harness data synth did not write (UCF-101/ or ucfTrainTestlist/)"
+    elif out.is_dir() and any(out.iterdir()):  # a project folder, `/`: its files left alone
+        first = min(entry.name for entry in out.iterdir())
+        holds = f"other files (e.g. {first})"
     else:
         return
     raise DataError(f"--out {out} already holds {holds}; writing the {preset!r} preset (seed "

@@ -6,16 +6,48 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
+
+from registry import ConfigError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
 def tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
-    """The store to use: `--tracking-uri`, else the spec's, else `MLFLOW_TRACKING_URI`, else
-    the local SQLite file."""
-    return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The store to use: `--tracking-uri`, else the spec's, else `MLFLOW_TRACKING_URI` (empty:
+    unset), else the local SQLite file. A given URI that is empty, does not parse, or puts an
+    SQLite file under a literal `~` folder is a `ConfigError` naming where it was given."""
+    given = [(cli_uri, "--tracking-uri"), (spec_uri, "tracking.uri"),
+             (os.environ.get("MLFLOW_TRACKING_URI") or None, "MLFLOW_TRACKING_URI")]  # fmt: skip
+    for uri, where in given:
+        if uri is not None:
+            return _checked(uri, where)
+    return DEFAULT_URI
+
+
+def _checked(uri: str, where: str) -> str:
+    if not uri.strip():
+        raise ConfigError(
+            f"{where} is empty: expected a store such as sqlite:///mlflow.db or http://host:5000; "
+            f"leave it out for the default ({DEFAULT_URI})."
+        )
+    try:
+        urlparse(uri).port  # noqa: B018 (parsing the host and port is the check)
+    except ValueError as error:
+        scheme = uri.partition(":")[0]
+        raise ConfigError(
+            f"{where}: the {scheme} URI given cannot be read ({error}). Check its host part: an "
+            "IPv6 address needs both brackets (http://[::1]:5000), a port only digits."
+        ) from None  # the URI itself is not echoed: it may hold a password
+    if uri.startswith("sqlite:///~"):
+        raise ConfigError(
+            f"{where} {uri}: SQLite paths are not expanded as a shell does, so this names a "
+            "folder called '~' in the working directory. Write the full path "
+            "(sqlite:////home/me/mlflow.db) or a relative one (sqlite:///mlflow.db)."
+        )
+    return uri
 
 
 def absolute_sqlite(uri: str) -> str:
@@ -41,13 +73,26 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def uncreated_sqlite(uri: str) -> Path | None:
-    """The file of an SQLite URI that does not exist yet in a folder that does (a store no run
-    has been logged to, or a mistyped name), which a command that only reads should not create;
-    None otherwise (a store that exists, or a path that opening it will explain)."""
+    """The file of an SQLite URI that does not exist yet (a store no run has been logged to, or
+    a mistyped name or folder), which a command that only reads should not create: opening it
+    would create the file and its missing folders. None otherwise: a store that exists, or a
+    path under a file or where no folder can be made (/proc), which opening it will explain."""
     path = sqlite_path(uri)
-    if path is None or path.exists() or not path.parent.is_dir():
+    if path is None or path.exists():
         return None
-    return path
+    nearest = next((folder for folder in path.parents if folder.exists()), None)
+    if nearest is None or not nearest.is_dir():
+        return None
+    return path if nearest == path.parent or _can_make_folder(nearest) else None
+
+
+def _can_make_folder(parent: Path) -> bool:
+    """Whether a folder can be made in `parent` (tried, then removed): not in /proc or /sys."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent))
+    except OSError:
+        return False
+    return True
 
 
 def in_memory(uri: str) -> bool:

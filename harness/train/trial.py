@@ -118,8 +118,8 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
             _log_evaluation(log, context, model, data)
             if group.main and train.save_checkpoint:  # the final weights: no validation split
                 _log_weights(log, model, resume.parent / "weights" / WEIGHTS_FILE)  # to pick by
-            if group.main:  # a finished trial needs no resume point; a paper sweep would
-                shutil.rmtree(resume.parent, ignore_errors=True)  # else keep hundreds
+    if group.main:  # once the run is FINISHED (before, a Ctrl-C would lose the trained model),
+        shutil.rmtree(resume.parent, ignore_errors=True)  # no resume point: a sweep keeps none
     distributed.barrier()
 
 

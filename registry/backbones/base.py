@@ -62,7 +62,7 @@ class BackboneEntry:
     `first_conv` the prefix of the input convolution (adapted when a flow stream loads RGB
     weights).
 
-    The last three fields have defaults, so an entry that leaves them out still works:
+    The last four fields have defaults, so an entry that leaves them out still works:
 
     - `display_name`: the name a paper's table prints ("3D ResNet-50", "VGG16"); reports use it.
       Left empty, it is the registry `name`.
@@ -70,6 +70,9 @@ class BackboneEntry:
       other (C3D's fully connected `fc6` needs the 16×112×112 clip: `(3, 16, 112, 112)`); `None`
       where global pooling accepts any size. Smoke runs and tests feed fixed-input backbones
       exactly this shape.
+    - `min_side`: the smallest crop side the network takes where global pooling does not save
+      a smaller one (VGG16's five 2×2 max pools: 32); 1 where any side works. Specs with a
+      smaller `size` are refused when they load, not when their trials reach the network.
     - `gradcam_layer`: the dotted name (as in `model.named_modules()`) of the module whose
       forward output is the last spatial feature map before pooling, `(N, K, T', H', W')` or
       `(N, K, H', W')`: what Grad-CAM reads. Empty when the backbone offers none; Grad-CAM is
@@ -87,6 +90,7 @@ class BackboneEntry:
     display_name: str = ""
     fixed_input: tuple[int, ...] | None = None
     gradcam_layer: str = ""
+    min_side: int = 1
 
     def __post_init__(self) -> None:
         if not self.display_name:  # frozen: set the default through object.__setattr__

@@ -127,5 +127,6 @@ def entries() -> list[BackboneEntry]:
             description="VGG16 (torchvision naming); in_channels 3 (RGB) or 20 (flow)",
             display_name="VGG16",
             gradcam_layer="feature_map",
+            min_side=32,  # five 2×2 max pools: a side under 32 leaves no pixel to pool
         )
     ]

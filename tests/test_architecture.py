@@ -15,7 +15,7 @@ PACKAGES = ("harness", "registry")
 # Upstream first: a module may import its own layer and the layers above it in this list.
 LAYERS = (
     ("registry",),
-    ("harness.device", "harness.data"),
+    ("harness.device", "harness.folders", "harness.data"),
     ("harness.config",),
     ("harness.analysis",),
     ("harness.tracking",),

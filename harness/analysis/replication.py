@@ -266,8 +266,8 @@ def sign_flip_power(effect: float, sd: float, runs: int, alpha: float = ALPHA) -
     `runs` cannot reach `alpha` at all (2/2^n > alpha); up to `SIMULATED_POWER_UP_TO` runs,
     where the test's few attainable p-values make it clearly weaker than a t-test, simulated
     (fixed seed, every sign pattern enumerated, draws added until clearly on one side of
-    `POWER`); beyond, the paired t-test's
-    power, which the sign-flip test's approaches (Lehmann & Romano 2005, §15.2)."""
+    `POWER`); beyond, the paired t-test's power, which the sign-flip test's approaches
+    (Lehmann & Romano 2005, §15.2)."""
     if smallest_p_value(runs) > alpha:
         return 0.0
     if not sd > 0:

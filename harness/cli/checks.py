@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from harness.folders import folder_problem, nearest_existing
 from registry import ConfigError
 
 
@@ -60,19 +59,18 @@ def require_folder(args: argparse.Namespace, name: str) -> None:
 def require_writable(flag: str, value: Path, folder: Path) -> None:
     """`folder` (the flag's value, or the folder of a file it names) can be made and written:
     its nearest existing folder takes a new folder (made and removed at once)."""
-    there = next(path for path in [folder, *folder.absolute().parents] if path.exists())
+    there = nearest_existing(folder)
     if not there.is_dir():
         raise ConfigError(
             f"{flag} {value}: {there} is a file, so no folder can be made under it; give "
             "another path."
         )
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=there))
-    except OSError as error:
+    problem = folder_problem(there)
+    if problem is not None:
         raise ConfigError(
-            f"{flag} {value}: nothing can be written in {there} ({error.strerror}); give a "
+            f"{flag} {value}: nothing can be written in {there} ({problem.strerror}); give a "
             "path you can write, e.g. one under the current folder."
-        ) from None
+        )
 
 
 def require_existing(args: argparse.Namespace, name: str, inside: str, made_by: str) -> None:

@@ -55,7 +55,7 @@ class Column:
     digits: int
     comparable: bool = True  # False: ours was measured on other data than the paper's
     per_run: bool = False  # a measured result (accuracy): its number of runs is always shown
-    counted: str = ""  # what n counts when not runs ("splits": the mean over splits)
+    n_of: str = ""  # what n counts when not runs ("splits": the mean over splits)
 
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_")
@@ -126,7 +126,7 @@ def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list
             measured_keys.add(key)
         if len(splits) > 1:
             found.append(
-                Column(f"{label} mean", name, _accuracy(splits), 1, real, True, counted="splits")
+                Column(f"{label} mean", name, _accuracy(splits), 1, real, True, n_of="splits")
             )
             measured_keys.add(name)
     for key in dict.fromkeys(referenced):  # what the paper reports and this spec does not run
@@ -271,7 +271,7 @@ def _stat(stat: Stat | None, column: Column, pm: str, row: ReportRow) -> str:
     if stat is None:
         return "pending"
     digits, per_run = column.digits, column.per_run
-    n = f"(n={stat.n}{f' {column.counted}' if column.counted else ''})"
+    n = f"(n={stat.n}{f' {column.n_of}' if column.n_of else ''})"
     if stat.n == 1 or math.isnan(stat.std):  # one run: no spread to show, but say it is one
         return f"{stat.mean:.{digits}f} {n}" if per_run else f"{stat.mean:.{digits}f}"
     if not per_run and round(stat.std, digits) == 0:  # size and cost: equal in every run

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from harness.folders import folder_problem, nearest_existing
 from registry import ConfigError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -80,19 +80,10 @@ def uncreated_sqlite(uri: str) -> Path | None:
     path = sqlite_path(uri)
     if path is None or path.exists():
         return None
-    nearest = next((folder for folder in path.parents if folder.exists()), None)
-    if nearest is None or not nearest.is_dir():
+    nearest = nearest_existing(path.parent)
+    if not nearest.is_dir():
         return None
-    return path if nearest == path.parent or _can_make_folder(nearest) else None
-
-
-def _can_make_folder(parent: Path) -> bool:
-    """Whether a folder can be made in `parent` (tried, then removed): not in /proc or /sys."""
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=parent))
-    except OSError:
-        return False
-    return True
+    return path if nearest == path.parent or folder_problem(nearest) is None else None
 
 
 def in_memory(uri: str) -> bool:

@@ -59,6 +59,7 @@ from harness.config.sections import (
 from harness.config.smoke import smoke_raw
 from harness.config.trial import Trial, matches
 from harness.data.formats import FORMATS
+from harness.data.synthetic import synthetic_preset
 from registry import (
     ATTENTION,
     BACKBONES,
@@ -409,6 +410,7 @@ def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
         )
         if "train" in raw and dataset is None:
             raise ConfigError("key 'train': a training section needs a 'dataset' section too.")
+        _require_no_lists_beside_a_preset(dataset)
         return {
             "dataset": dataset,
             "train": train,
@@ -417,6 +419,22 @@ def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
         }
     except ConfigError as error:
         raise SpecError(f"{where.path}: {error}") from None
+
+
+def _require_no_lists_beside_a_preset(dataset: DatasetSection | None) -> None:
+    """A `synthetic:<preset>` root writes its own split lists: lists given beside it would be
+    silently unread."""
+    if dataset is None or synthetic_preset(dataset.root) is None:
+        return
+    lists = {"split_dir": dataset.split_dir, "annotations": dataset.annotations,
+             "split_file": dataset.split_file}  # fmt: skip
+    given = [key for key, value in lists.items() if value]
+    if given:
+        raise ConfigError(
+            f"key 'dataset.{given[0]}': the root {dataset.root} generates its videos with their "
+            f"own split lists, so it reads no other; remove dataset.{given[0]}, or give the real "
+            "dataset's root."
+        )
 
 
 def _grid_axes(where: _Where, grid: Any) -> dict[str, list[Any]]:

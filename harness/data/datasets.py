@@ -22,6 +22,7 @@ from harness.data.formats import FORMATS, DatasetConfig
 from harness.data.frames import rgb_frame_files
 from harness.data.splits import DataError, SplitLists, hara_annotation, mmaction_lists
 from harness.data.video import VideoIndex, index_video
+from harness.folders import nearest_existing
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,8 @@ def cache_dir() -> Path:
     """`$HARNESS_CACHE` (empty or unset: `~/.cache/harness`), where generated datasets, frame
     indexes and clip caches go; `DataError` when it names something that is not a folder."""
     folder = Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
-    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():
+    blocking = nearest_existing(folder)
+    if not blocking.is_dir():
         raise DataError(
             f"HARNESS_CACHE={os.environ.get('HARNESS_CACHE')}: {blocking} is a file, where the "
             "harness keeps its generated datasets, frame indexes and clip caches in a folder. "

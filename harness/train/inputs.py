@@ -64,15 +64,6 @@ def dataset_config(spec: Spec, split: int) -> DatasetConfig:
     section = spec.dataset
     root, split_dir = Path(section.root), section.split_dir
     preset = synthetic_preset(section.root)
-    lists = {"split_dir": split_dir, "annotations": section.annotations,
-             "split_file": section.split_file}  # fmt: skip
-    given = [key for key, value in lists.items() if value]
-    if preset is not None and given:  # else silently unread: the preset writes its own lists
-        raise SpecError(
-            f"{spec.path}: key 'dataset.{given[0]}': the root {section.root} generates its "
-            f"videos with their own split lists, so it reads no other; remove "
-            f"dataset.{given[0]}, or give the real dataset's root."
-        )
     if preset is not None:
         try:
             root, split_dir = materialise(preset)

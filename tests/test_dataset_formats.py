@@ -198,6 +198,7 @@ def _harness(cwd: Path, plugin: Path, *args: str) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_one_file_plugin_format_is_checked_and_trains_end_to_end(toy, tmp_path):
     from mlflow.tracking import MlflowClient
 

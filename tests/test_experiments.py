@@ -75,6 +75,7 @@ def test_a_twin_spec_checks_and_reports_without_training(spec_path, tmp_path, mo
     assert set(table.state) <= {"pending", "cited"} and (table.state == "pending").any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec_path", TRAINED, ids=[p.stem for p in TRAINED])
 def test_every_spec_smoke_runs_and_builds_its_report(spec_path, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

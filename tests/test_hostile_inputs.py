@@ -630,6 +630,7 @@ def test_a_finished_trial_runs_again_when_its_configuration_changes(tmp_path, mo
     assert "skip  " + KEY in capsys.readouterr().out  # the same result: still skipped
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_never_duplicate_or_break_the_store(tmp_path):
     """Two `harness run` of one spec start together on a fresh store, never leaving two runs
     or a broken store. Each round takes ~14 s on 2 cores, so CI runs 2 rounds; the issue's
@@ -757,6 +758,7 @@ def _signal_masks(pid: int) -> str:
     return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_parallel_sweep_leaves_every_cut_run_killed(tmp_path):
     """joblib terminates its workers on Ctrl-C; the runs they held must not stay RUNNING."""
     spec = write_spec(tmp_path, {"grid.attention": ["none", "se"], "train.epochs": 30})

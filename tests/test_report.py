@@ -192,6 +192,7 @@ def test_rows_without_a_finished_run_are_pending_and_a_rerun_supersedes_a_failur
     assert rows[1].unfinished == ["running", "not started"]
 
 
+@pytest.mark.slow
 def test_table4_with_3_of_15_trials_finished_shows_12_pending_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec_path = ROOT / "experiments" / "table4.yaml"
@@ -249,6 +250,7 @@ def test_rows_are_named_by_the_registry_entries_display_names(tmp_path):
     assert rows[3].name == "3D ResNet-50 + EAM-T" and rows[-1].name == "ResNet-18 + SE"
 
 
+@pytest.mark.slow
 def test_report_over_1000_runs_compares_200_run_pairs_per_row(tmp_path):
     spec = load_spec(
         write_spec(tmp_path, SEEDED_SPEC),
@@ -282,6 +284,7 @@ QUICK = [*MADE_WITH, "--set", "grid.attention=[none, eam]", "--set", "train.save
          "--no-progress"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     spec = ROOT / "experiments" / "quickstart.yaml"

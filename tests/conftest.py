@@ -37,14 +37,6 @@ def _cpu_unless_marked_gpu(request, monkeypatch) -> None:
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked `slow` first, in their order: xdist's `load` scheduling deals the first
-    quarter of the tests out in turn and the rest on demand, so the long ones split evenly
-    between the two workers and short ones fill the end (a long test dealt last would leave
-    one worker idle while it runs)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def requires_gpu() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -346,6 +346,66 @@ def test_a_resume_keeps_the_optimiser_kernel_of_this_run(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, model, optimizer, schedule, 0, owner="o", config_hash="h")
     model, optimizer, schedule = trained(fused=True)
+    loaded = []  # what torch read: its `fused` decides where AdamW's `step` goes (CUDA: there)
+    load = optimizer.load_state_dict
+    optimizer.load_state_dict = lambda state: loaded.append(state["param_groups"]) or load(state)
     assert load_checkpoint(path, model, optimizer, schedule, owner="o", config_hash="h") == 0
+    assert [group["fused"] for group in loaded[0]] == [True]
     assert optimizer.param_groups[0]["fused"] is True
     assert optimizer.param_groups[0]["lr"] == 0.1 and optimizer.state  # the rest is the file's
+
+
+@requires_gpu()
+@pytest.mark.gpu
+def test_a_cpu_resume_file_steps_a_fused_adamw_on_the_gpu(tmp_path):
+    """A run started on the CPU and resumed on a GPU: CUDA's fused AdamW takes its `step`."""
+    from harness.train.checkpoint import load_checkpoint, save_checkpoint
+
+    def trained(device: str, fused: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+
+    model, optimizer, schedule = trained("cpu", fused=False)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, optimizer, schedule, 0, owner="o", config_hash="h")
+    model, optimizer, schedule = trained("cuda", fused=True)
+    assert load_checkpoint(path, model, optimizer, schedule, owner="o", config_hash="h") == 0
+    model(torch.randn(3, 4, device="cuda")).sum().backward()
+    optimizer.step()
+    torch.cuda.synchronize()
+    assert optimizer.state[model.weight]["step"].device.type == "cuda"
+
+
+@requires_gpu()
+@pytest.mark.gpu
+@pytest.mark.parametrize("attention", ["eam", "cbam", "aarm"])
+def test_deterministic_cuda_steps_repeat_bit_for_bit(attention):
+    """`train.deterministic` on a GPU with the GPU's speed settings: no op warns that it has no
+    deterministic kernel (pytest makes the warning an error), and two runs of three steps from
+    the same seed end with the same weights, to the bit."""
+    from registry import build_model
+
+    cuda = torch.device("cuda")
+    settings = StepSettings(bf16=True, channels_last=True, fused_optimizer=True,
+                            deterministic=True)  # fmt: skip
+
+    def weights_after_three_steps() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model("resnet3d_10", attention=attention, placement="stage_output",
+                            num_classes=5)  # fmt: skip
+        model = model.to(cuda, memory_format=torch.channels_last_3d)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        stepper = Stepper(model, optimizer, settings, cuda)
+        clips = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+        batch = {"clip": clips, "label": torch.tensor([0, 1, 2, 3])}
+        for _ in range(3):
+            stepper.step(batch)
+        return [p.detach().cpu() for p in model.parameters()]
+
+    with backend_flags(settings, cuda):
+        first, second = weights_after_three_steps(), weights_after_three_steps()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))

@@ -7,8 +7,9 @@ frames out of the memory map, straight into one pinned `(N, T, H, W, 3)` uint8 b
 no resize, no float conversion on the host. Threads fill several batches ahead (NumPy releases
 the GIL while it copies). `DeviceAugmented` then moves each batch to the device and resizes,
 flips and normalises it there (`device_transforms.augment`), which equals the CPU path clip for
-clip. The epoch order is `EpochShuffle`'s, so a resumed or DDP run sees the order it would see
-through the DataLoader.
+clip; on a GPU it does so on a side stream, one batch ahead of the training step. The epoch
+order is `EpochShuffle`'s, so a resumed or DDP run sees the order it would see through the
+DataLoader.
 """
 
 from __future__ import annotations
@@ -147,7 +148,12 @@ def _copy_box(out: np.ndarray, video: np.ndarray, window: list[int], box) -> Non
 
 
 class DeviceAugmented:
-    """`ClipBatches` as the training loop reads them: `clip` augmented on `device`."""
+    """`ClipBatches` as the training loop reads them: `clip` augmented on `device`.
+
+    On a GPU, each batch is copied and augmented on a side stream one batch ahead: while the
+    training stream runs step k, the side stream prepares batch k + 1, so the step never queues
+    behind the copy and the augmentation kernels (the data wait `harness bench train --cache`
+    measures). The batches and their order are the same either way."""
 
     def __init__(self, batches: ClipBatches, device: torch.device) -> None:
         self.batches, self.device = batches, device
@@ -157,9 +163,33 @@ class DeviceAugmented:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[dict]:
-        protocol = self.batches.train_set.protocol
+        if self.device.type != "cuda":
+            yield from map(self._augmented, self.batches)
+            return
+        side, ahead = torch.cuda.Stream(self.device), None
         for batch in self.batches:
-            clip = augment(batch, size=protocol.size, normalisation=protocol.normalisation,
-                           device=self.device)  # fmt: skip
-            yield {"clip": clip, "label": batch["label"], "index": batch["index"],
-                   "failed": batch["failed"]}  # fmt: skip
+            with torch.cuda.stream(side):
+                prepared = self._augmented(batch)
+                ready = side.record_event()
+            if ahead is not None:
+                yield _handed_over(*ahead)
+            ahead = (prepared, ready)
+        if ahead is not None:
+            yield _handed_over(*ahead)
+
+    def _augmented(self, batch: dict) -> dict:
+        protocol = self.batches.train_set.protocol
+        clip = augment(batch, size=protocol.size, normalisation=protocol.normalisation,
+                       device=self.device)  # fmt: skip
+        return {"clip": clip, "label": batch["label"], "index": batch["index"],
+                "failed": batch["failed"]}  # fmt: skip
+
+
+def _handed_over(batch: dict, ready: torch.cuda.Event) -> dict:
+    """A batch prepared on a side stream, made safe on the current one: the current stream waits
+    for the preparation to finish, and the clip's memory is not handed out again before the
+    current stream's work that reads it is done."""
+    current = torch.cuda.current_stream(batch["clip"].device)
+    current.wait_event(ready)
+    batch["clip"].record_stream(current)
+    return batch

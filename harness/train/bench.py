@@ -21,8 +21,9 @@ Each reports clips/s, the step time split into data (taking the next pinned batc
 or from the loader, its device work included),
 forward (the copy to the device included) and backward+update, peak memory, and model FLOP
 utilisation: achieved training FLOPs (3 × the forward's, fvcore's MACs × 2) over the device's
-measured dense matrix-multiply rate (bf16 on a GPU, fp32 on the CPU). The timing points
-synchronise the device, which the training loop itself never does per step. On the CPU,
+measured dense matrix-multiply rate (bf16 on a GPU, fp32 on the CPU). The phases are timed with
+CUDA events on a GPU, so the loop never waits for the device per step, as training never does;
+clips/s is the measured window's clips over its wall time. On the CPU,
 oneDNN's convolutions can outrun the measured fp32 matmul, so MFU there can exceed 100 %: read it
 as a ratio to that measurement, not to a hardware peak.
 """
@@ -242,29 +243,46 @@ def _loop(name: str, model, batches: list[dict] | DeviceAugmented, settings: Ste
 
 def _timed_steps(stepper: Stepper, next_batch: Callable[[], dict], *, steps: int, warmup: int):
     """Per-phase seconds summed over `steps` measured steps (after `warmup`), their wall time
-    and the clips trained; every phase boundary waits for the device."""
+    and the clips trained. The phases are read off the device's own timeline (CUDA events; on
+    the CPU, whose ops finish before the next starts, the host's clock), so the host queues work
+    as training does and waits for the device only at the two ends of the measured window. A
+    step's `data` phase is the time the device spent waiting for its batch, and preparing it on
+    the training stream."""
     device = stepper.device
     for _ in range(warmup):
         stepper.step(next_batch())
     synchronize(device)
-    totals = {"data": 0.0, "forward": 0.0, "update": 0.0}
-    marks: dict[str, float] = {}
-
-    def mark(phase: str) -> None:
-        synchronize(device)
-        marks[phase] = time.perf_counter()
-
+    stamped: list[dict[str, float | torch.cuda.Event]] = []
     started, clips = time.perf_counter(), 0
     for _ in range(steps):
-        before = time.perf_counter()
+        marks = {"start": _stamp(device)}
         batch = next_batch()
-        mark("data")  # a loader's device work (the copy, the augmentation) counts as data
-        stepper.step(batch, mark)
+        marks["data"] = _stamp(device)
+        stepper.step(batch, lambda phase, marks=marks: marks.update({phase: _stamp(device)}))
         clips += len(batch["label"])
-        totals["data"] += marks["data"] - before
-        totals["forward"] += marks["forward"] - marks["data"]
-        totals["update"] += marks["update"] - marks["forward"]
-    return totals, time.perf_counter() - started, clips
+        stamped.append(marks)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    phases = (("start", "data"), ("data", "forward"), ("forward", "update"))
+    totals = {phase: sum(_seconds(marks[before], marks[phase]) for marks in stamped)
+              for before, phase in phases}  # fmt: skip
+    return totals, seconds, clips
+
+
+def _stamp(device: torch.device) -> float | torch.cuda.Event:
+    """Now on `device`'s timeline: a recorded CUDA event (the host does not wait for it), or
+    the host's clock."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _seconds(start: float | torch.cuda.Event, end: float | torch.cuda.Event) -> float:
+    if isinstance(start, float):
+        return end - start
+    return start.elapsed_time(end) / 1000  # milliseconds between two completed events
 
 
 def format_bench_train(result: dict) -> str:

@@ -71,10 +71,13 @@ def load_checkpoint(path: Path, model, optimizer, schedule, *, owner: str,
     if problem:
         return set_aside(path, problem)
     model.load_state_dict(state["model"])
-    kernels = [{k: g[k] for k in KERNEL_KEYS if k in g} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state["optimizer"])  # replaces the groups' settings: saved ones
-    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
-        group.update(kernel)  # this run's kernel (a resume on a GPU of a CPU run keeps `fused`)
+    # this run's kernel, not the file's (a resume on a GPU of a CPU run keeps `fused`), given to
+    # the saved groups before loading: torch moves AdamW's `step` to the parameter's device only
+    # for a group it reads as fused, and CUDA's fused kernel needs it there
+    saved_groups = state["optimizer"]["param_groups"]
+    for saved, group in zip(saved_groups, optimizer.param_groups, strict=True):
+        saved.update({k: group[k] for k in KERNEL_KEYS if k in group})
+    optimizer.load_state_dict(state["optimizer"])
     match_parameter_layouts(optimizer)
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])

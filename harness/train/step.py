@@ -84,7 +84,8 @@ def backend_flags(settings: StepSettings, device: torch.device) -> Iterator[None
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     torch.backends.cudnn.deterministic = settings.deterministic
-    # CUDA's 3D pooling backward has no deterministic kernel: torch warns there, not fails
+    # an op with no deterministic kernel warns rather than fails (the global max pooling of the
+    # attention modules is an amax, which has one: tests/test_training_path.py checks on a GPU)
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
     # torch's legacy TF32 flags, touched only for `ieee_fp32` (reading them raises after a mix
     # of torch's newer `fp32_precision` setters, which this code never calls)

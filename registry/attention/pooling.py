@@ -2,7 +2,10 @@
 
 Average pooling is written with `adaptive_avg_pool*d` on purpose: the `paper` FLOP convention
 (`harness.complexity`) counts average-pooling ops at one FLOP per input element, as the EAM
-paper's Table 4 implies, and leaves max pooling, sigmoid and element-wise gating free.
+paper's Table 4 implies, and leaves max pooling, sigmoid and element-wise gating free. Max pooling
+is an `amax` reduction, which that convention leaves free too: the same values as
+`adaptive_max_pool*d`, and a backward pass CUDA computes deterministically (adaptive max pooling's
+accumulates with atomics, so `train.deterministic` could not hold for EAM, CBAM or AARM).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import torch.nn.functional as F
 from registry.errors import ConfigError
 
 _AVG = {3: F.adaptive_avg_pool1d, 4: F.adaptive_avg_pool2d, 5: F.adaptive_avg_pool3d}
-_MAX = {3: F.adaptive_max_pool1d, 4: F.adaptive_max_pool2d, 5: F.adaptive_max_pool3d}
 
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -25,7 +27,7 @@ def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
 
 def global_max_pool(x: torch.Tensor) -> torch.Tensor:
     """Maximum over every axis after the second: `(N, C, ...)` → `(N, C)`."""
-    return _MAX[x.dim()](x, 1).flatten(1)
+    return x.amax(dim=tuple(range(2, x.dim())))
 
 
 def broadcastable(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 python3 tools/gpu/environment.py                       # versions; every import the suite needs
 python3 tools/gpu/environment.py --clips-per-s LOG     # run-settings clips/s of a bench JSON
 python3 tools/gpu/environment.py --split URI NAME      # a spec's data and compute seconds
+python3 tools/gpu/environment.py --prepare SPEC        # its synthetic data and clip cache, built
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import json
 import platform
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -42,7 +44,42 @@ def describe() -> int:
             failed += 1
             print(f"  import {module} FAILED: {type(error).__name__}: {error}")
     print(f"imports: {len(IMPORTS) - failed} of {len(IMPORTS)} work")
-    return 1 if failed else 0
+    return 1 if failed or not tf32_flags_are_quiet() else 0
+
+
+def tf32_flags_are_quiet() -> bool:
+    """Whether setting torch's legacy TF32 flags (as `harness.train.step` does) warns: some torch
+    releases did, and the suite turns every warning into an error."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+        except Warning as warning:
+            print(f"the legacy TF32 flags warn: {type(warning).__name__}: {warning}")
+            return False
+    print("the legacy TF32 flags set without a warning")
+    return True
+
+
+def prepare(spec_path: str) -> None:
+    """Generate the spec's synthetic dataset and build its clip cache where its trials look for
+    it, with every core, so that the trials' time goes to training (a trial builds them itself,
+    with fewer workers, where they are missing)."""
+    from harness.config import load_spec
+    from harness.data.cache import build_cache
+    from harness.train.inputs import cache_folder, dataset_config
+
+    spec = load_spec(spec_path)
+    for split in spec.dataset.splits:
+        config = dataset_config(spec, split)
+        if spec.dataset.layout == "cache":
+            folder = cache_folder(spec, config)
+            counts = build_cache(config, folder, short_side=spec.dataset.short_side)
+            print(f"split {split}: {counts['videos']} videos, {counts['decoded']} decoded, "
+                  f"{counts['bytes'] / 2**30:.2f} GiB in {folder}")  # fmt: skip
 
 
 def clips_per_s(log: Path) -> int:
@@ -77,7 +114,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips-per-s", type=Path, metavar="LOG")
     parser.add_argument("--split", nargs=2, metavar=("URI", "EXPERIMENT"))
+    parser.add_argument("--prepare", metavar="SPEC")
     args = parser.parse_args()
+    if args.prepare:
+        prepare(args.prepare)
+        return 0
     if args.clips_per_s:
         print(clips_per_s(args.clips_per_s))
         return 0

@@ -39,13 +39,15 @@ timed() {  # timed NAME SECONDS COMMAND...: runs it under a time limit, logs to 
   return $code
 }
 
-step_gpu_tests() {
-  timed gpu-tests "${GPU_TESTS_S:-300}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider
+step_gpu_tests() {  # NCCL's warnings, should the one-rank NCCL group fail in this machine
+  NCCL_DEBUG=WARN timed gpu-tests "${GPU_TESTS_S:-300}" python3 -m pytest -m gpu -q -rs \
+    -p no:cacheprovider
   tail -n 15 "$OUT/gpu-tests.log"
 }
 
-step_suite() {  # the whole suite; tests not marked gpu run the CPU path (tests/conftest.py)
-  timed suite "${SUITE_S:-420}" python3 -m pytest -q -n "$CORES" --dist load -rs \
+step_suite() {  # the rest of the suite, on the CPU path (tests/conftest.py); the gpu tests ran
+  # alone in gpu-tests: their timings beside 15 busy workers would measure the contention
+  timed suite "${SUITE_S:-420}" python3 -m pytest -q -n "$CORES" --dist load -rs -m "not gpu" \
     -p no:cacheprovider --junitxml="$OUT/suite.xml"
   grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/suite.log" | tail -n 40
 }
@@ -56,10 +58,10 @@ step_bench() {  # training throughput, EAM's overhead, then the data path agains
     --size 112 --batch 32 --json
   timed bench-train-r50-eam "${BENCH_S:-150}" harness bench train resnet3d_50 --frames 16 \
     --size 112 --batch 32 --attention eam --placement stage_output --json
-  timed synth-bench 120 harness data synth --preset bench --out "$bench"
-  timed prepare-bench 120 harness data prepare synthetic --root "$bench/UCF-101" \
+  timed synth-bench "${SYNTH_S:-120}" harness data synth --preset bench --out "$bench"
+  timed prepare-bench "${SYNTH_S:-120}" harness data prepare synthetic --root "$bench/UCF-101" \
     --out "$bench/frames"
-  timed cache-bench 120 harness data cache synthetic --root "$bench/UCF-101" \
+  timed cache-bench "${SYNTH_S:-120}" harness data cache synthetic --root "$bench/UCF-101" \
     --out "$bench/cache"
   timed bench-train-cache "${BENCH_S:-150}" harness bench train resnet3d_50 --frames 16 \
     --size 112 --batch 32 --cache "$bench/cache" --json
@@ -71,13 +73,15 @@ step_bench() {  # training throughput, EAM's overhead, then the data path agains
   tail -n 30 "$OUT"/bench-train-*.log "$OUT/bench-data.log" | grep -v '^ *"' | tail -n 60
 }
 
-step_smoke() {  # every spec's smoke run, four at a time, each into its own store
+step_smoke() {  # every spec's smoke run, four specs at a time, each into its own store; a
+  # one-at-a-time sweep claims the GPU's only slot machine-wide (harness.execute.gpus), so each
+  # runs two trials at a time in a pool of eight slots: at most eight trials share the GPU
   local smoke=$WORK/smoke started=$SECONDS
   mkdir -p "$smoke"
   ls experiments/*.yaml | xargs -P 4 -I{} bash -c '
     spec={}; name=$(basename "$spec" .yaml); begun=$SECONDS
     timeout '"${SMOKE_S:-400}"' python3 -m harness run "$spec" --smoke --no-progress \
-      --tracking-uri "sqlite:///'"$smoke"'/$name.db" >"'"$OUT"'/smoke-$name.log" 2>&1
+      --jobs 2 --per-gpu 8 --tracking-uri "sqlite:///'"$smoke"'/$name.db" >"'"$OUT"'/smoke-$name.log" 2>&1
     echo "$name exit $? in $((SECONDS - begun)) s"' | sort | tee "$OUT/smoke.txt"
   local failed
   failed=$(grep -cv " exit 0 in" "$OUT/smoke.txt")
@@ -87,7 +91,8 @@ step_smoke() {  # every spec's smoke run, four at a time, each into its own stor
 
 step_study() {  # EAM Table 4's ResNet-50 rows, 3 seeds, on synthetic `large`
   local spec=experiments/study_table4_r50_synthetic.yaml
-  timed synth-large 300 python3 -c "from harness.data.synthetic import materialise as m; m('large')"
+  # the `large` preset and its clip cache, built with every core before the trials start
+  timed prepare-study "${PREPARE_S:-300}" python3 tools/gpu/environment.py --prepare "$spec"
   local epochs=()  # the spec's own, unless EPOCHS overrides it (the report then needs the same)
   [ -n "${EPOCHS:-}" ] && epochs=(--set "train.epochs=$EPOCHS")
   (cd "$WORK" && timed study "${STUDY_S:-420}" python3 -m harness run "$OLDPWD/$spec" \

@@ -188,3 +188,19 @@ def test_smoke_keeps_the_grid_and_shrinks_the_rest():
     # include rows take the smoke crop too: AARM Table 5's 3D ResNet-18 rows are 112² in the paper
     assert {t.size for t in real.trials if t.backbone == "resnet3d_18"} == {112}
     assert {t.size for t in smoke.trials if t.backbone == "resnet3d_18"} == {32}
+
+
+def test_a_set_train_key_holds_for_every_trial_over_per_trial_settings_and_presets(capsys):
+    """AARM Table 1 trains its flow stream 250 epochs (`per_trial`) and C3D by Hara's preset
+    (200): `--set train.epochs=2` trains all of them two, and says which values it replaced."""
+    path = ROOT / "experiments" / "aarm_table1.yaml"
+    epochs = {t.stream + "-" + t.backbone: load_spec(path).train_for(t).epochs
+              for t in load_spec(path).trials}  # fmt: skip
+    assert epochs == {"rgb-resnet2d_50": 200, "flow-resnet2d_50": 250, "rgb-c3d": 200}
+    capsys.readouterr()
+    spec = load_spec(path, ["train.epochs=2", "train.lr=0.5"])
+    assert {(spec.train_for(t).epochs, spec.train_for(t).lr) for t in spec.trials} == {(2, 0.5)}
+    assert spec.train_for(spec.trials[-1]).dampening == 0.9  # C3D: the rest of its preset stays
+    notes = capsys.readouterr().err
+    assert "per_trial[2]'s epochs = 250" in notes and "per_trial[1]'s epochs = 200" in notes
+    assert "per_trial[1]'s lr = 0.1" in notes

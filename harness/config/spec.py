@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from harness.config.overrides import reach_every_trial
 from harness.config.presets import with_preset
 from harness.config.sections import (
     DatasetSection,
@@ -202,6 +203,7 @@ def load_spec(
         raw = smoke_raw(raw)
     for override in overrides:  # after --smoke, so `--smoke --set train.epochs=2` trains two
         raw = _apply_override(raw, override, path)
+    raw = reach_every_trial(raw, overrides)  # and every trial, per_trial's included
     content = yaml.safe_dump(raw, sort_keys=False) if overrides or smoke else text
     try:
         return parse_spec(raw, path, hashlib.sha256(content.encode()).hexdigest())

@@ -159,3 +159,13 @@ def test_a_stray_argument_is_told_with_its_commands_usage(argv, command, capsys)
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     assert err.startswith(f"usage: {command} ") and f"{command}: error: unrecognized" in err, err
+
+
+def test_suggested_commands_repeat_what_chose_the_runs_and_mask_a_password():
+    from harness.cli.suggested import command
+
+    assert command("report", "experiments/q.yaml") == "harness report experiments/q.yaml"
+    line = command("report", "my specs/q.yaml", smoke=True, overrides=["grid.attention=[none, se]"],
+                   uri="postgresql://me:secret@db/runs", out=Path("out dir"))  # fmt: skip
+    assert line == ("harness report 'my specs/q.yaml' --smoke --set 'grid.attention=[none, se]' "
+                    "--tracking-uri 'postgresql://me:***@db/runs' --out 'out dir'")  # fmt: skip

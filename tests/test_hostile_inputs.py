@@ -369,6 +369,36 @@ def test_a_dry_run_and_the_ui_create_no_store_in_a_folder_that_does_not_exist(
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_dry_run_generates_no_synthetic_dataset_but_checks_its_classes(
+    tmp_path, monkeypatch, capsys
+):
+    """A dry run of a spec on a synthetic preset not generated yet (`large`: minutes, 0.5 GB)
+    writes nothing into the cache, and still names a class count the preset does not have."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    study = ROOT / "experiments" / "study_table4_r50_synthetic.yaml"
+    uri = f"sqlite:///{tmp_path}/none.db"
+    assert main(["run", str(study), "--dry-run", "--tracking-uri", uri]) == 0
+    assert "synthetic large dataset is generated on the first run" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "datasets").exists()
+    wrong = ["--set", "model.num_classes=50"]
+    assert main(["run", str(study), "--dry-run", "--tracking-uri", uri, *wrong]) == 2
+    one_paragraph_error(capsys, "'model.num_classes': 50", "synthetic large preset", "51 classes")
+
+
+def test_a_report_of_a_store_not_made_yet_creates_none(tmp_path, monkeypatch, capsys):
+    """A mistyped store name: the report shows every row pending, says so, and leaves no empty
+    store behind (nor a report run logged into one)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "report"
+    assert main(["report", str(write_spec(tmp_path)), "--no-count", "--out", str(out),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mistyped.db"]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    assert "there is no store at" in printed.err and "not logged (no store)" in printed.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "spec.yaml"]
+    assert "pending" in (out / "table.csv").read_text()
+
+
 def test_a_cache_or_checkpoints_path_that_is_a_file_is_named_before_any_store(
     tmp_path, monkeypatch, capsys
 ):
@@ -605,7 +635,9 @@ def test_resuming_against_another_store_starts_a_clean_run_with_its_params(
     monkeypatch.chdir(tmp_path)
     other = f"sqlite:///{tmp_path / 'other.db'}"
     assert main(["run", str(spec), "--no-progress", "--tracking-uri", other]) == 0
-    assert "not used" in capsys.readouterr().err  # the first store's resume file
+    printed = capsys.readouterr()
+    assert "not used" in printed.err  # the first store's resume file
+    assert f"next: harness report {spec} --tracking-uri {other}   (" in printed.out  # this store
     store = MlflowStore(other, "hostile", create=False)
     (run,) = store.client.search_runs([store.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["trial_key"] == KEY

@@ -295,6 +295,8 @@ def test_quickstart_report_writes_tables_latex_and_readable_charts(tmp_path, mon
     out = tmp_path / "reports" / "quickstart"
     readme = (out / "README.md").read_text()
     assert "synthetic (tiny)" in readme
+    made_with = " ".join(MADE_WITH).replace("train.seeds=[0]", "'train.seeds=[0]'")
+    assert f"Built by `harness report {spec} {made_with}` from" in readme  # how to rebuild it
     assert not re.search(r"HMDB|UCF", readme), "synthetic results must not be labelled HMDB/UCF"
     table = pd.read_csv(out / "table.csv")
     assert list(table.state) == ["done", "pending", "done"]
@@ -368,7 +370,8 @@ grid: {backbone: [resnet3d_10], attention: [none, se], placement: [stage_output]
     assert main(["report", "--all"]) == 0
     printed = capsys.readouterr()
     assert "seeded: 0 done, 2 pending" in printed.out and "small: 0 done, 2 pending" in printed.out
-    assert printed.err.count("there is no store at") == 1  # said once: then the store exists
+    assert printed.err.count("there is no store at") == 1  # said once for both specs
+    assert not (tmp_path / "mlflow.db").exists()  # and none made for a report of no runs
     small = pd.read_csv(tmp_path / "reports" / "small" / "table.csv")
     assert small.param_m_ours.iloc[1] > small.param_m_ours.iloc[0] > 14  # counted: SE adds some
     assert "none (a profile-only spec" in (tmp_path / "reports" / "small" / "README.md").read_text()

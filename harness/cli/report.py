@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from harness.cli.checks import require_folder, require_non_negative, require_writable
+from harness.cli.suggested import command
 from harness.config import result_keys
 from harness.config.spec import load_spec
 from harness.tracking import open_store, tracking_uri
-from harness.tracking.uri import redacted, sqlite_path
+from harness.tracking.uri import redacted, sqlite_path, uncreated_sqlite
 from registry import ConfigError
 
 
@@ -75,11 +76,15 @@ def _report(args: argparse.Namespace) -> int:
         uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
         out = args.out or Path("reports") / spec.name
         builds.append((spec, uri, out, _keep_a_report_of_runs(spec, uri, out, args.replace)))
+    said: set[Path] = set()  # the stores not made yet that a note has named
     for spec, uri, out, runs in builds:
-        _say_if_new(uri)
-        report = build_report(spec, open_store(uri, spec.name), out, runs=runs,
+        uncreated = _say_if_new(uri, said)
+        rebuild = command("report", spec.path, smoke=args.smoke, overrides=args.set,
+                          uri=args.tracking_uri, out=args.out)  # fmt: skip
+        store = None if uncreated else open_store(uri, spec.name)
+        report = build_report(spec, store, out, runs=runs,
                               count=not args.no_count, videos=args.videos,
-                              min_effect=args.min_effect)  # fmt: skip
+                              min_effect=args.min_effect, command=rebuild)  # fmt: skip
         _print_report(spec.name, report, out)
     return 0
 
@@ -136,16 +141,20 @@ def _runs_shown(table: Path) -> int:
         return sum(int(row.get("runs") or 0) for row in csv.DictReader(handle))
 
 
-def _say_if_new(uri: str) -> None:
-    """A report of a store that does not exist yet shows every row pending: say so, since a
-    mistyped --tracking-uri would otherwise look like runs not made."""
-    path = sqlite_path(uri)
-    if path is not None and not path.exists():
+def _say_if_new(uri: str, said: set[Path]) -> Path | None:
+    """A report of a store that does not exist yet shows every row pending: say so (once per
+    store: `said`), since a mistyped --tracking-uri would otherwise look like runs not made, and
+    return its path (the report creates no store there: a mistyped name leaves no empty file)."""
+    path = uncreated_sqlite(uri)
+    if path is not None and path not in said:
+        said.add(path)
         print(
-            f"note: there is no store at {path} yet, so every row is pending; if the runs were "
-            "logged elsewhere, name that store with --tracking-uri.",
+            f"note: there is no store at {path} yet, so every row is pending (no store was "
+            "created, and the report is not logged to one); if the runs were logged elsewhere, "
+            "name that store with --tracking-uri.",
             file=sys.stderr,
         )
+    return path
 
 
 def _print_report(name: str, report, out: Path) -> None:
@@ -153,9 +162,10 @@ def _print_report(name: str, report, out: Path) -> None:
     print(
         f"{name}: {report.count('done')} done, {report.count('pending')} pending, "
         f"{len(report.rows) - report.count('done') - report.count('pending')} other rows; "
-        f"{len(report.files)} files in {out}/ ({report.seconds:.1f} s); logged to MLflow as "
-        f"run {report.summary_run}"
-    )
+        f"{len(report.files)} files in {out}/ ({report.seconds:.1f} s); "
+        + (f"logged to MLflow as run {report.summary_run}" if report.summary_run
+           else "not logged (no store)")
+    )  # fmt: skip
     for record in report.comparisons:
         print(
             f"  {record['model']} vs {record['baseline']}: {record['difference']:+.1f} pp over "

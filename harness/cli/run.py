@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.cli.suggested import command
 from harness.config.advice import spec_warnings
 from harness.config.smoke import warn_dropped_weights
 from harness.config.spec import load_spec, select_trials
@@ -110,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         leave()
     if group.main:  # under torchrun, one summary
-        _print_summary(spec, summary, uri, time.perf_counter() - started)
+        _print_summary(spec, summary, uri, time.perf_counter() - started, args)
     if uncreated and group.main:
         print(f"note: there is no store at {uncreated} yet, so no trial has run there; the dry "
               "run created none.", file=sys.stderr)  # fmt: skip
@@ -135,7 +136,7 @@ def _require_working_folders() -> None:
         )
 
 
-def _print_summary(spec, summary, uri: str, seconds: float) -> None:
+def _print_summary(spec, summary, uri: str, seconds: float, args: argparse.Namespace) -> None:
     minutes = seconds / 60
     print(
         f"\n{spec.name}: {len(summary.finished)} finished, {len(summary.skipped)} skipped "
@@ -154,10 +155,10 @@ def _print_summary(spec, summary, uri: str, seconds: float) -> None:
         print("\n".join(f"- {line}" for line in summary.missing))
     elif summary.ran:
         print("\n" + _where_things_are(uri))
-        flags = " --smoke" if spec.name.endswith("_smoke") else ""
-        print(f"\nnext: harness report {spec.path}{flags}   (tables and charts: "
-              f"reports/{spec.name}/)\n      harness ui {spec.path}{flags}       (the runs in "
-              "the MLflow UI)")  # fmt: skip
+        chosen = {"smoke": args.smoke, "uri": args.tracking_uri}  # ui shows the whole experiment
+        report = command("report", spec.path, overrides=args.set, **chosen)
+        print(f"\nnext: {report}   (tables and charts: reports/{spec.name}/)\n      "
+              f"{command('ui', spec.path, **chosen)}   (the runs in the MLflow UI)")  # fmt: skip
 
 
 def _closing_table(summary) -> str:

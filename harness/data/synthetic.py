@@ -279,8 +279,17 @@ def materialise(preset: str) -> tuple[Path, Path]:
             f"unknown synthetic preset {preset!r}; accepted: "
             f"{', '.join(SYNTHETIC_PREFIX + p for p in PRESETS)}."
         )
-    out = cache_dir() / "datasets" / f"synthetic-{preset}-seed0"
-    if not (out / "ucfTrainTestlist" / "testlist03.txt").is_file():
+    out = _folder(preset)
+    if not generated(preset):
         print(f"generating the synthetic {preset} dataset into {out} (first use)")
         write_synthetic(out, preset, seed=0)
     return out / "UCF-101", out / "ucfTrainTestlist"
+
+
+def generated(preset: str) -> bool:
+    """Whether `materialise(preset)` finds the preset in the cache (else it generates it)."""
+    return (_folder(preset) / "ucfTrainTestlist" / "testlist03.txt").is_file()
+
+
+def _folder(preset: str) -> Path:
+    return cache_dir() / "datasets" / f"synthetic-{preset}-seed0"

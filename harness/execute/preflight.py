@@ -5,6 +5,7 @@ command that helps."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from harness.data.cache import INDEX_FILE, cache_command, open_cache
 from harness.data.datasets import open_dataset, require_present
 from harness.data.formats import FORMATS
 from harness.data.splits import DataError
-from harness.data.synthetic import synthetic_preset
+from harness.data.synthetic import PRESETS, generated, synthetic_preset
 from harness.train.inputs import cache_folder, check_augmentation, dataset_config
 from harness.train.optim import set_trainable
 from registry import ConfigError, fitted_state, read_state_dict
@@ -103,10 +104,11 @@ def _pretrained_users(spec: Spec) -> dict[str, list[str]]:
     return users
 
 
-def preflight(spec: Spec) -> None:
+def preflight(spec: Spec, *, generate: bool = True) -> None:
     """Structural problems found before anything trains: a missing pretrained checkpoint, a
     missing root, split files or split entries, a missing or stale clip cache, a class count
-    that does not match the data."""
+    that does not match the data. A synthetic preset not generated yet is generated, unless
+    `generate` is False (a dry run): then only its class count is checked."""
     for pretrained in dict.fromkeys(spec.train_for(t).pretrained for t in spec.trials):
         problem = _unreadable(pretrained) if pretrained else None
         if problem:
@@ -117,6 +119,12 @@ def preflight(spec: Spec) -> None:
             )
     check_models(spec)
     check_augmentation(spec)
+    preset = synthetic_preset(spec.dataset.root)
+    if not generate and preset in PRESETS and not generated(preset):
+        _check_classes(spec, f"the synthetic {preset} preset", PRESETS[preset].classes)
+        print(f"note: the synthetic {preset} dataset is generated on the first run, not by a "
+              "dry run.", file=sys.stderr)  # fmt: skip
+        return
     for split in dict.fromkeys(t.split for t in spec.trials):
         config = dataset_config(spec, split)
         try:
@@ -126,12 +134,14 @@ def preflight(spec: Spec) -> None:
             raise _in_spec_terms(spec, error) from None
         if spec.dataset.layout == "cache" and synthetic_preset(spec.dataset.root) is None:
             _check_cache(spec, config, train + test)
-        wrong = sorted({t.num_classes for t in spec.trials} - {len(lists.classes)})
-        if wrong:
-            raise SpecError(
-                f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match dataset "
-                f"{spec.dataset.name} split {split}, which has {len(lists.classes)} classes."
-            )
+        _check_classes(spec, f"dataset {spec.dataset.name} split {split}", len(lists.classes))
+
+
+def _check_classes(spec: Spec, data: str, classes: int) -> None:
+    wrong = sorted({t.num_classes for t in spec.trials} - {classes})
+    if wrong:
+        raise SpecError(f"{spec.path}: key 'model.num_classes': {wrong[0]} does not match "
+                        f"{data}, which has {classes} classes.")  # fmt: skip
 
 
 def _in_spec_terms(spec: Spec, error: DataError) -> SpecError:

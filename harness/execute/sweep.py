@@ -91,7 +91,7 @@ def run_spec(
     if dry_run:
         summary.missing = readiness(spec)
         if not summary.missing:
-            preflight(spec)
+            preflight(spec, generate=False)
         return summary
     try:
         _execute(spec, store, todo, summary, progress, jobs, scheduler, per_gpu)

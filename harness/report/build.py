@@ -62,20 +62,25 @@ class Report:
 
 def build_report(
     spec: Spec,
-    store: Store,
+    store: Store | None,
     out: Path,
     *,
     count: bool = True,
     videos: int = 3,
     min_effect: float | None = None,
     runs: dict[str, RunRecord] | None = None,
+    command: str | None = None,
 ) -> Report:
     """Write the spec's report into `out` from the runs in `store`, replacing the previous build
-    there (see `clean_folder`), and log it to the store as the spec's report run. `min_effect`
+    there (see `clean_folder`), and log it to the store as the spec's report run (None: no store
+    exists yet, and none is created for a report of no runs). `min_effect`
     (pp): the Δ the power advice is computed for (default: each comparison's observed Δ);
-    `runs`: the latest run of each trial, when the caller has read them already."""
+    `runs`: the latest run of each trial, when the caller has read them already; `command`: the
+    command line that builds it (the README says how to rebuild it; default `harness report
+    SPEC`)."""
     started = time.perf_counter()
-    runs = store.latest_runs(result_keys(spec)) if runs is None else runs
+    if runs is None:
+        runs = store.latest_runs(result_keys(spec)) if store is not None else {}
     clean_folder(out)
     report = Report(out, report_rows(spec, runs))
     table = _write_table(report, spec, count=count)
@@ -85,9 +90,11 @@ def build_report(
     if dataset_label(spec):  # a profile-only spec has no runs to draw
         _draw_figures(report, spec, videos, outcomes)
     text = readme(spec, out, report.rows, report.files, report.notes, table=table,
-                  comparisons_md=comparisons_md, per_video_md=per_video_md)  # fmt: skip
+                  comparisons_md=comparisons_md, per_video_md=per_video_md,
+                  command=command or f"harness report {spec.path}")  # fmt: skip
     report.files.append(_write(out / "README.md", text))
-    report.summary_run = store.publish_report(out, _summary_tags(report))
+    if store is not None:
+        report.summary_run = store.publish_report(out, _summary_tags(report))
     report.seconds = time.perf_counter() - started
     return report
 

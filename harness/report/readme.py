@@ -20,10 +20,12 @@ def readme(
     table: str,
     comparisons_md: str,
     per_video_md: str,
+    command: str,
 ) -> str:
-    """The README of a report in `out` that wrote `files` (`notes`: figures not drawn)."""
+    """The README of a report in `out` that wrote `files` (`notes`: figures not drawn), built by
+    the command line `command`."""
     lines = [
-        *_header(spec, rows),
+        *_header(spec, rows, command),
         "",
         table,
         "",
@@ -63,7 +65,7 @@ def _shortened(per_video_md: str) -> str:
     return f"{rows} run pairs: see [per_video_tests.md](per_video_tests.md).\n\n{legend}"
 
 
-def _header(spec: Spec, rows: list[ReportRow]) -> list[str]:
+def _header(spec: Spec, rows: list[ReportRow], command: str) -> list[str]:
     """Title, provenance, the dataset actually used, row states, hardware and code commit."""
     runs = [run for row in rows for run in row.runs]
     devices = sorted({run.tags.get("device", "unknown") for run in runs})
@@ -75,7 +77,7 @@ def _header(spec: Spec, rows: list[ReportRow]) -> list[str]:
     return [
         f"# {spec.description or spec.name}",
         "",
-        f"Built by `harness report {spec.path}` from the MLflow experiment `{spec.name}`. "
+        f"Built by `{command}` from the MLflow experiment `{spec.name}`. "
         "Rebuild it with the same command; nothing here is edited by hand.",
         "",
         f"- Dataset actually used: **{data}**{splits}.",

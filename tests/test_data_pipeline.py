@@ -300,6 +300,9 @@ def test_flow_and_tsn_segments(tiny, tmp_path, capsys):
     ]
     assert main(["data", "flow", *args, "--out", str(flow)]) == 0
     assert f"{flow_method()} flow for 2 of 2 videos" in capsys.readouterr().out
+    farneback = tmp_path / "farneback"  # TV-L1 where installed; Farneback when asked
+    assert main(["data", "flow", *args, "--out", str(farneback), "--method", "farneback"]) == 0
+    assert "farneback flow for 2 of 2 videos" in capsys.readouterr().out
     folder = flow / "GrowSquare" / "v_GrowSquare_g01_c01"
     assert (
         len(list(folder.glob("flow_x_*.jpg"))) == 23

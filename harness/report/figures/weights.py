@@ -51,9 +51,15 @@ def load_trained(
     models = [(row, model) for row in rows if row.has_network and (model := trained_model(row))]
     if not models:
         if any(row.runs for row in rows):
+            smoke = spec.name.endswith("_smoke")  # `--smoke` turns the spec's setting off
+            how = (
+                "add `--set train.save_checkpoint=true`"
+                if smoke
+                else "set `train.save_checkpoint: true`"
+            )
             notes.append(
-                f"{rows[0].name}: no run saved its weights (set `train.save_checkpoint: true`), "
-                "so Fig. 7 (temporal attention) and Fig. 8 (Grad-CAM) were not drawn."
+                f"{rows[0].name}: no run saved its weights ({how}), so Fig. 7 (temporal "
+                "attention) and Fig. 8 (Grad-CAM) were not drawn."
             )
         return None
     first = models[0][0]

@@ -26,12 +26,20 @@ SHRUNK_TRAIN = {
 }  # fmt: skip
 
 
+SMOKE_SUFFIX = "_smoke"  # a smoke spec's name: its runs go to an experiment of their own
+
+
+def is_smoke(spec_name: str) -> bool:
+    """Whether a spec (by its name) is a `--smoke` rewrite."""
+    return spec_name.endswith(SMOKE_SUFFIX)
+
+
 def smoke_raw(raw: Any) -> Any:
     """The spec's YAML mapping, shrunk (a copy; anything not a mapping is returned as is)."""
     if not isinstance(raw, dict):
         return raw
     raw = copy.deepcopy(raw)
-    raw["name"] = f"{raw.get('name', 'spec')}_smoke"
+    raw["name"] = f"{raw.get('name', 'spec')}{SMOKE_SUFFIX}"
     model = raw.setdefault("model", {})
     if isinstance(model, dict):
         model["num_classes"] = SMOKE_CLASSES

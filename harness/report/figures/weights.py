@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harness.config import Spec
+from harness.config.smoke import is_smoke
 from harness.data.clips import FrameReader
 from harness.data.datasets import Entry, FrameIndex, open_dataset
 from harness.data.transforms import SpatialTransform, loop_pad, to_tensor
@@ -51,7 +52,7 @@ def load_trained(
     models = [(row, model) for row in rows if row.has_network and (model := trained_model(row))]
     if not models:
         if any(row.runs for row in rows):
-            smoke = spec.name.endswith("_smoke")  # `--smoke` turns the spec's setting off
+            smoke = is_smoke(spec.name)  # `--smoke` turns the spec's setting off
             how = (
                 "add `--set train.save_checkpoint=true`"
                 if smoke

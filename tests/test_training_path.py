@@ -329,23 +329,25 @@ def test_optimiser_state_takes_the_resumed_parameters_layout():
     assert moved.stride() == weight.stride() and torch.equal(moved, momentum)
 
 
+def _linear_with_adamw(device: str = "cpu", *, fused: bool):
+    """A small model, its AdamW (fused or not) and a constant schedule, from seed 0."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+
+
 def test_a_resume_keeps_the_optimiser_kernel_of_this_run(tmp_path):
     """A resume file written by an unfused optimiser (a CPU run) read by a fused one (a GPU's
     run settings): `load_state_dict` alone would put the file's `fused=None` back."""
     from harness.train.checkpoint import load_checkpoint, save_checkpoint
 
-    def trained(fused: bool):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(4, 2)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
-        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-
-    model, optimizer, schedule = trained(fused=False)
+    model, optimizer, schedule = _linear_with_adamw(fused=False)
     model(torch.randn(3, 4)).sum().backward()
     optimizer.step()
     path = tmp_path / "last.pt"
     save_checkpoint(path, model, optimizer, schedule, 0, owner="o", config_hash="h")
-    model, optimizer, schedule = trained(fused=True)
+    model, optimizer, schedule = _linear_with_adamw(fused=True)
     loaded = []  # what torch read: its `fused` decides where AdamW's `step` goes (CUDA: there)
     load = optimizer.load_state_dict
     optimizer.load_state_dict = lambda state: loaded.append(state["param_groups"]) or load(state)
@@ -361,18 +363,12 @@ def test_a_cpu_resume_file_steps_a_fused_adamw_on_the_gpu(tmp_path):
     """A run started on the CPU and resumed on a GPU: CUDA's fused AdamW takes its `step`."""
     from harness.train.checkpoint import load_checkpoint, save_checkpoint
 
-    def trained(device: str, fused: bool):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(4, 2).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
-        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-
-    model, optimizer, schedule = trained("cpu", fused=False)
+    model, optimizer, schedule = _linear_with_adamw("cpu", fused=False)
     model(torch.randn(3, 4)).sum().backward()
     optimizer.step()
     path = tmp_path / "last.pt"
     save_checkpoint(path, model, optimizer, schedule, 0, owner="o", config_hash="h")
-    model, optimizer, schedule = trained("cuda", fused=True)
+    model, optimizer, schedule = _linear_with_adamw("cuda", fused=True)
     assert load_checkpoint(path, model, optimizer, schedule, owner="o", config_hash="h") == 0
     model(torch.randn(3, 4, device="cuda")).sum().backward()
     optimizer.step()

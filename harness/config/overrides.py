@@ -42,14 +42,12 @@ def _replace(entry: Any, index: int, key: str, value: Any) -> None:
     changes = entry.get("train") if isinstance(entry, dict) else None
     if not isinstance(changes, dict):
         return
-    preset = PRESETS.get(changes.get("preset")) if isinstance(changes.get("preset"), str) else None
-    if key in changes:
-        replaced = changes.pop(key)
-    elif preset is not None and key in preset:
-        replaced = preset[key]
-    else:
+    name = changes.get("preset")
+    preset = PRESETS.get(name, {}) if isinstance(name, str) else {}
+    if key not in changes and key not in preset:
         return
-    if preset is not None and key in preset:
+    replaced = changes.pop(key, preset.get(key))
+    if key in preset:
         changes[key] = value  # else the preset brings its own value back
     if replaced != value:
         print(

@@ -155,12 +155,18 @@ def test_table4_dry_run_lists_15_trials_and_says_what_is_missing(tmp_path, monke
     assert out.rstrip().endswith("never downloads.")
 
 
-def test_coverage_maps_every_row_of_both_papers(tmp_path, monkeypatch):
+def test_coverage_maps_every_row_of_both_papers(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "coverage.md"
     store = f"sqlite:///{tmp_path}/m.db"
     assert main(["coverage", "--out", str(out), "--tracking-uri", store]) == 0
+    # it only reads: a store not made yet (a mistyped name, say) is said, and left unmade
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coverage.md"]
+    assert f"no store at {tmp_path}/m.db yet, so no row shows as smoke-tested" in (
+        " ".join(capsys.readouterr().err.split())
+    )
     text = out.read_text()
+    assert f"Store read: `{store} (no store there yet)`." in text
     assert "UNMAPPED" not in text.split("Unmapped: 0.")[1]
     catalogued = 0
     for catalogue in (ROOT / "experiments" / "papers").glob("*.yaml"):

@@ -141,17 +141,18 @@ def _runs_shown(table: Path) -> int:
         return sum(int(row.get("runs") or 0) for row in csv.DictReader(handle))
 
 
-def _say_if_new(uri: str, said: set[Path]) -> Path | None:
+def _say_if_new(uri: str, said: set[Path], shows: str = "every row is pending") -> Path | None:
     """A report of a store that does not exist yet shows every row pending: say so (once per
     store: `said`), since a mistyped --tracking-uri would otherwise look like runs not made, and
-    return its path (the report creates no store there: a mistyped name leaves no empty file)."""
+    return its path (nothing creates a store there: a mistyped name leaves no empty file).
+    `shows`: what the output shows for want of the store."""
     path = uncreated_sqlite(uri)
     if path is not None and path not in said:
         said.add(path)
         print(
-            f"note: there is no store at {path} yet, so every row is pending (no store was "
-            "created, and the report is not logged to one); if the runs were logged elsewhere, "
-            "name that store with --tracking-uri.",
+            f"note: there is no store at {path} yet, so {shows} (no store was created, and "
+            "nothing is logged to one); if the runs were logged elsewhere, name that store "
+            "with --tracking-uri.",
             file=sys.stderr,
         )
     return path
@@ -184,9 +185,12 @@ def _coverage(args: argparse.Namespace) -> int:
             "harness coverage: run it from the repository root (experiments/papers/)."
         )
     _require_coverage_file(args.out)
+    uri = tracking_uri(args.tracking_uri, None)
+    uncreated = _say_if_new(uri, set(), shows="no row shows as smoke-tested or run")
     lines = coverage(experiments, args.tracking_uri)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(coverage_markdown(lines, tracking_uri(args.tracking_uri, None)))
+    store = redacted(uri) + (" (no store there yet)" if uncreated else "")
+    args.out.write_text(coverage_markdown(lines, store))
     unmapped = [
         f"{line.paper} Table {line.table}: {line.row} ({line.spec})"
         for line in lines

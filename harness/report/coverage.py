@@ -20,6 +20,7 @@ from harness.config import load_spec, result_keys
 from harness.data.synthetic import synthetic_preset
 from harness.report.rows import ReportRow, report_rows
 from harness.tracking import open_store, tracking_uri
+from harness.tracking.uri import uncreated_sqlite
 
 
 @dataclass
@@ -70,8 +71,11 @@ def _table_lines(paper: str, table: dict, spec_path: Path, uri: str | None) -> l
 def _rows(spec, uri: str | None, *, smoke: bool) -> list[ReportRow]:
     if smoke:
         spec = load_spec(spec.path, smoke=True)
+    resolved = tracking_uri(uri, spec.tracking.uri)
+    if uncreated_sqlite(resolved) is not None:
+        return report_rows(spec, {})  # coverage only reads: a store not made yet stays unmade
     try:
-        store = open_store(tracking_uri(uri, spec.tracking.uri), spec.name, create=False)
+        store = open_store(resolved, spec.name, create=False)
         runs = store.latest_runs(result_keys(spec))
     except LookupError:
         runs = {}

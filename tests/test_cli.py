@@ -40,6 +40,12 @@ def test_list_shows_every_registered_name_and_options(capsys):
     catalogue = json.loads(capsys.readouterr().out)
     assert catalogue["attention"]["eam"]["options"]["order"]["default"] == "'st'"
     assert catalogue["backbones"]["resnet3d_50"]["stages"] == ["res2", "res3", "res4", "res5"]
+    # each description is a whole first paragraph, not a docstring's first line cut mid-sentence
+    for name, entry in catalogue["attention"].items():
+        described = entry["description"]
+        assert described.endswith((".", ")")) and described.count("`") % 2 == 0, name
+        assert described.count("(") == described.count(")"), name
+    assert "(Wang et al. eqs. 1–3, 6," in catalogue["attention"]["nonlocal"]["description"]
 
 
 def test_profile_table_and_latency(tmp_path, capsys):

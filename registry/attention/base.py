@@ -84,7 +84,8 @@ def add_attention_class(name: str, cls: type[nn.Module], dims: tuple[int, ...]) 
         )
     entry = ATTENTION.get(name) if name in ATTENTION else None
     if entry is None:
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        first_paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        summary = " ".join(first_paragraph.split())  # a first line may stop mid-sentence
         entry = AttentionEntry(name, {}, summary, display_name)
         ATTENTION.add(name, entry)
     elif entry.display_name != display_name:

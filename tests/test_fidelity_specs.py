@@ -5,6 +5,7 @@ ledger of the inserted attention modules (per insertion point, summed, per video
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,7 @@ def test_profile_json_and_table_carry_the_ledger(capsys):
     for header in ("GFLOPs/clip [paper]", "GFLOPs/clip [fvcore]", "attn. GFLOPs [paper]",
                    "GFLOPs/video [paper]", "attention modules per insertion point"):  # fmt: skip
         assert header in text
+    # each ledger line names its input: one model at two clip lengths is two sets of lines
+    ledger = text.split("attention modules per insertion point:")[1].split("\n\n")[0]
+    shape = "×".join(map(str, eam["input_shape"][1:]))
+    assert re.search(rf"eam @ stage_output +{shape} +stage_attention.res2 ", ledger)

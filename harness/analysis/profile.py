@@ -182,13 +182,13 @@ def _ledger(rows: list[ProfileRow]) -> str:
     for row in rows:
         models.setdefault((_model_name(row), tuple(row.input_shape)), row)
     lines = [
-        [name, module["module"], str(module["params"]),
+        [name, "×".join(map(str, shape[1:])), module["module"], str(module["params"]),
          f"{module['gflops_paper']:.6f}", f"{module['gflops_fvcore']:.6f}"]
-        for (name, _), row in models.items() for module in row.modules
+        for (name, shape), row in models.items() for module in row.modules
     ]  # fmt: skip
     if not lines:
         return ""
-    headers = ["model", "module", "Params", "GFLOPs [paper]", "GFLOPs [fvcore]"]
+    headers = ["model", "input", "module", "Params", "GFLOPs [paper]", "GFLOPs [fvcore]"]
     return tabulate(lines, headers=headers, disable_numparse=True)
 
 

@@ -166,7 +166,7 @@ def test_coverage_maps_every_row_of_both_papers(tmp_path, monkeypatch, capsys):
         " ".join(capsys.readouterr().err.split())
     )
     text = out.read_text()
-    assert f"Store read: `{store} (no store there yet)`." in text
+    assert f"Store read: `{store}` (no store there yet)." in text
     assert "UNMAPPED" not in text.split("Unmapped: 0.")[1]
     catalogued = 0
     for catalogue in (ROOT / "experiments" / "papers").glob("*.yaml"):

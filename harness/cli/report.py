@@ -177,7 +177,7 @@ def _print_report(name: str, report, out: Path) -> None:
 
 
 def _coverage(args: argparse.Namespace) -> int:
-    from harness.report.coverage import coverage, coverage_markdown  # see _report
+    from harness.report.coverage import coverage, coverage_markdown, store_summary  # see _report
 
     experiments = Path("experiments")
     if not (experiments / "papers").is_dir():
@@ -187,10 +187,11 @@ def _coverage(args: argparse.Namespace) -> int:
     _require_coverage_file(args.out)
     uri = tracking_uri(args.tracking_uri, None)
     uncreated = _say_if_new(uri, set(), shows="no row shows as smoke-tested or run")
-    lines = coverage(experiments, args.tracking_uri)
+    tally: dict[str, int] = {}
+    lines = coverage(experiments, args.tracking_uri, tally)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    store = redacted(uri) + (" (no store there yet)" if uncreated else "")
-    args.out.write_text(coverage_markdown(lines, store))
+    held = "no store there yet" if uncreated else store_summary(tally)
+    args.out.write_text(coverage_markdown(lines, redacted(uri), held))
     unmapped = [
         f"{line.paper} Table {line.table}: {line.row} ({line.spec})"
         for line in lines

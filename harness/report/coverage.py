@@ -17,6 +17,7 @@ import yaml
 from tabulate import tabulate
 
 from harness.config import load_spec, result_keys
+from harness.config.smoke import is_smoke
 from harness.data.synthetic import synthetic_preset
 from harness.report.rows import ReportRow, report_rows
 from harness.tracking import open_store, tracking_uri
@@ -36,20 +37,28 @@ class CoverageLine:
 COVERAGE_TITLE = "# Coverage: every table row of both papers"  # its first line: a file it wrote
 
 
-def coverage(experiments: Path, uri: str | None = None) -> list[CoverageLine]:
+def coverage(
+    experiments: Path, uri: str | None = None, tally: dict[str, int] | None = None
+) -> list[CoverageLine]:
+    """Every printed row's line; `tally`, when given, is filled with the finished runs found in
+    each experiment read (the spec's, and its `--smoke` one)."""
     lines = []
+    tally = {} if tally is None else tally
     for catalogue in sorted((experiments / "papers").glob("*.yaml")):
         paper = yaml.safe_load(catalogue.read_text())
         for table in paper["tables"]:
             for spec_file in table["specs"]:
-                lines += _table_lines(paper["paper"], table, experiments / spec_file, uri)
+                spec_path = experiments / spec_file
+                lines += _table_lines(paper["paper"], table, spec_path, uri, tally)
     return lines
 
 
-def _table_lines(paper: str, table: dict, spec_path: Path, uri: str | None) -> list[CoverageLine]:
+def _table_lines(
+    paper: str, table: dict, spec_path: Path, uri: str | None, tally: dict[str, int]
+) -> list[CoverageLine]:
     spec = load_spec(spec_path)
-    real = _rows(spec, uri, smoke=False)
-    smoke = {row.label: row for row in _rows(spec, uri, smoke=True)}
+    real = _rows(spec, uri, tally, smoke=False)
+    smoke = {row.label: row for row in _rows(spec, uri, tally, smoke=True)}
     absent = table.get("absent", {})
     lines = []
     for printed in table["rows"]:
@@ -68,7 +77,7 @@ def _table_lines(paper: str, table: dict, spec_path: Path, uri: str | None) -> l
     return lines
 
 
-def _rows(spec, uri: str | None, *, smoke: bool) -> list[ReportRow]:
+def _rows(spec, uri: str | None, tally: dict[str, int], *, smoke: bool) -> list[ReportRow]:
     if smoke:
         spec = load_spec(spec.path, smoke=True)
     resolved = tracking_uri(uri, spec.tracking.uri)
@@ -79,7 +88,23 @@ def _rows(spec, uri: str | None, *, smoke: bool) -> list[ReportRow]:
         runs = store.latest_runs(result_keys(spec))
     except LookupError:
         runs = {}
-    return report_rows(spec, runs)
+    rows = report_rows(spec, runs)
+    tally[spec.name] = sum(len(row.runs) for row in rows if row.has_network)  # not fused
+    return rows
+
+
+def store_summary(tally: dict[str, int]) -> str:
+    """What the store held, from `coverage`'s tally: the finished trial runs (fused two-stream
+    results not counted again) of the `--smoke` experiments and of the specs' own."""
+    smoke = {name: n for name, n in tally.items() if is_smoke(name)}
+    real = {name: n for name, n in tally.items() if not is_smoke(name)}
+    parts = []
+    for kind, found in (("`--smoke`", smoke), ("real", real)):
+        done = sum(found.values())
+        experiments = sum(1 for n in found.values() if n)
+        runs, named = "s" * (done != 1), "s" * (experiments != 1)
+        parts.append(f"{done} finished trial run{runs} in {experiments} {kind} experiment{named}")
+    return "; ".join(parts)
 
 
 def _state(row: ReportRow, smoke_row: ReportRow | None, spec) -> str:
@@ -93,7 +118,8 @@ def _state(row: ReportRow, smoke_row: ReportRow | None, spec) -> str:
     return "profiled"
 
 
-def coverage_markdown(lines: list[CoverageLine], store: str) -> str:
+def coverage_markdown(lines: list[CoverageLine], store: str, held: str) -> str:
+    """coverage.md: the rows read from `store`, which held what `held` says."""
     unmapped = [line for line in lines if line.state == "UNMAPPED"]
     counts: dict[str, int] = {}
     for line in lines:
@@ -123,7 +149,7 @@ def coverage_markdown(lines: list[CoverageLine], store: str) -> str:
         "and the specs in `experiments/`; states come from the MLflow store it was run against. "
         "A row is one line per dataset column's spec.",
         "",
-        f"Store read: `{store}`.",
+        f"Store read: `{store}` ({held}).",
         "",
         f"{len(lines)} rows: {summary}. Unmapped: {len(unmapped)}.",
         "",

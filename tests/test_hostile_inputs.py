@@ -137,6 +137,12 @@ BAD_VALUES = {
     "a seed beyond 32 bits": ({"train.seeds": [2**32]}, "train.seeds"),
     "frames scaled to a 100000-pixel side": ({"dataset.short_side": 100_000}, "short_side"),
     "milestones out of order": ({"train.milestones": [3, 2]}, "increasing order"),
+    "a contrast naming no registered module": (
+        {"report.contrasts": [["eam", "eka"]]}, "Unknown attention 'eka'. Did you mean 'eca'"),
+    "a contrast of one module": ({"report.contrasts": [["eam"]]}, "report.contrasts"),
+    "a contrast of a module with itself": (
+        {"report.contrasts": [["eam", "eam"]]}, "two different attention names"),
+    "a zero smallest effect": ({"report.min_effect": 0}, "report.min_effect"),
     "a fractional milestone": ({"train.milestones": [1.5]}, "a list holding float 1.5"),
     "an empty pretrained path": ({"train.pretrained": ""}, "train.pretrained' is an empty"),
     "an empty tracking URI": ({"tracking": {"uri": ""}}, "tracking.uri' is an empty"),

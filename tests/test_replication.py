@@ -8,16 +8,16 @@
 2. A known effect (Δ = the run-level sd) is detected at the rate `sign_flip_power` predicts, at 5
    runs (power 0) and 10 runs, within 10 percentage points.
 3. Each statistic equals a reference implementation on fixed inputs: the sign-flip test equals
-   `scipy.stats.permutation_test` and a hand enumeration of all 2^n sign patterns; the
-   hierarchical bootstrap reduces to the run-level bootstrap (`scipy.stats.bootstrap`) and to the
-   video-level bootstrap in its two degenerate cases and widens with video noise otherwise; the
-   violation ratio and ASO ε_min equal `deepsig`'s (run in a subprocess: importing deepsig changes
-   joblib's pickler and deepsig reseeds NumPy's global RNG); Holm matches the worked example of
-   Holm's procedure; the power helpers match G*Power and a Monte-Carlo paired t-test.
+   `scipy.stats.permutation_test` and a hand enumeration of all 2^n sign patterns; the t
+   interval equals scipy's and keeps its level at 3 runs, where a percentile bootstrap over the
+   runs falls well short; the violation ratio and ASO ε_min equal `deepsig`'s (run in a
+   subprocess: importing deepsig changes joblib's pickler and deepsig reseeds NumPy's global
+   RNG); Holm matches the worked example of Holm's procedure; the power helpers match G*Power
+   and a Monte-Carlo paired t-test; `runs_to_claim` is where Holm can first accept the floor.
 4. With one run nothing that needs training variance is reported.
 
 The simulations call `sign_flip_test` directly: it is the only part of `compare_over_runs` the
-decision uses (the bootstrap and ASO cost far more), and a test below checks that
+decision uses (ASO costs far more), and a test below checks that
 `compare_over_runs(...).p_value` is exactly `sign_flip_test` of the per-run differences.
 """
 
@@ -39,16 +39,17 @@ from harness.analysis.replication import (
     PairedRun,
     aso,
     compare_over_runs,
-    hierarchical_interval,
     holm,
     runs_for_power,
+    runs_to_claim,
     sign_flip_power,
     sign_flip_test,
     smallest_p_value,
+    t_interval,
     t_test_power,
     violation_ratio,
 )
-from harness.analysis.significance import bootstrap_interval, compare
+from harness.analysis.significance import compare
 
 ALPHA = 0.05  # the report's threshold (harness.analysis.replication.ALPHA)
 REPETITIONS = 200
@@ -263,53 +264,46 @@ def test_sign_flip_counts_flipped_means_that_tie_only_in_exact_arithmetic():
     assert sign_flip_test(d)[0] == 8 / 64
 
 
-def test_hierarchical_interval_with_constant_runs_is_the_run_level_bootstrap():
-    # Run r's per-video values all equal c_r: resampling its videos returns c_r, so only the
-    # run level is left. Spread of c_r: interval ≈ [0.07, 0.17], width 0.09 ≫ the ±0.005
-    # tolerance (Monte-Carlo error of a 2.5 % quantile over 10,000 draws here is ≈ 0.001).
-    constants = np.array([0.02, 0.05, 0.07, 0.10, 0.12, 0.15, 0.19, 0.24])
-    low, high = hierarchical_interval([np.full(300, c) for c in constants], seed=3)
-    reference = stats.bootstrap(
-        (constants,), np.mean, method="percentile", n_resamples=10_000, rng=4
-    ).confidence_interval
-    print(f"\nconstant runs: hierarchical ({low:.4f}, {high:.4f}), scipy ({reference.low:.4f}, "
-          f"{reference.high:.4f})")  # fmt: skip
-    assert low == pytest.approx(reference.low, abs=0.005)
-    assert high == pytest.approx(reference.high, abs=0.005)
-    assert high - low > 0.05
+def test_t_interval_equals_scipy_and_needs_two_runs():
+    values = np.array([0.021, -0.004, 0.013])
+    low, high = t_interval(values)
+    reference = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+    assert (low, high) == pytest.approx(reference, abs=1e-15)
+    assert high - low > 0.04  # t(2) = 4.30: wide, as three runs warrant
+    with pytest.raises(ValueError, match="two runs"):
+        t_interval(values[:1])
 
 
-def test_hierarchical_interval_with_one_run_is_the_video_level_bootstrap():
-    values = np.random.default_rng(1).choice([-1.0, 0.0, 1.0], p=[0.12, 0.68, 0.2], size=300)
-    low, high = hierarchical_interval([values], seed=1)
-    ref_low, ref_high = bootstrap_interval(values, seed=2)
-    print(
-        f"\none run: hierarchical ({low:.4f}, {high:.4f}), videos ({ref_low:.4f}, {ref_high:.4f})"
-    )
-    # Every resampled mean lies on the grid k/300; two Monte-Carlo estimates of the same
-    # quantile land on the same or a neighbouring grid point, so allow two grid steps.
-    assert low == pytest.approx(ref_low, abs=2 / 300)
-    assert high == pytest.approx(ref_high, abs=2 / 300)
-    assert high - low > 0.1  # ≈ 4 · sd of the mean, sd ≈ √(0.31/300) ≈ 0.032
+def test_t_interval_keeps_its_level_at_three_runs_where_a_run_bootstrap_does_not():
+    # 4,000 studies of 3 runs with Δ per run ~ N(2, 3²) pp: the t interval covers the true 2 pp
+    # at its 95 % (binomial sd ≈ 0.0034); a percentile bootstrap of the three runs' mean, as the
+    # report once drew, spans little more than their range and covers far less (≈ 0.75)
+    rng = np.random.default_rng(3)
+    studies = rng.normal(2.0, 3.0, (4_000, 3))
+    covered = np.mean([low <= 2.0 <= high for low, high in map(t_interval, studies)])
+    drawn = rng.integers(3, size=(4_000, 1_000, 3))  # 1,000 resamples of each study's runs
+    means = np.take_along_axis(studies[:, None, :], drawn, axis=2).mean(axis=2)
+    low, high = np.quantile(means, [0.025, 0.975], axis=1)
+    bootstrap = float(np.mean((low <= 2.0) & (2.0 <= high)))
+    print(f"\ncoverage at 3 runs: t interval {covered:.3f}, run bootstrap {bootstrap:.3f}")
+    assert covered == pytest.approx(0.95, abs=0.015)
+    assert bootstrap < 0.85
 
 
-def test_hierarchical_interval_is_wider_than_a_run_only_bootstrap_when_videos_are_noisy():
-    rng = np.random.default_rng(5)
-    shifts = rng.normal(0.0, 0.01, 20)  # 20 runs of 300 videos, per-video values in {−1, 0, 1}
-    runs = [rng.choice([-1.0, 0.0, 1.0], size=300, p=[0.2 - s, 0.6, 0.2 + s]) for s in shifts]
-    means = np.array([run.mean() for run in runs])
-    low, high = hierarchical_interval(runs, seed=6)
-    run_only = stats.bootstrap(
-        (means,), np.mean, method="percentile", n_resamples=10_000, rng=7
-    ).confidence_interval
-    ratio = (high - low) / (run_only.high - run_only.low)
-    # Variance of the resampled grand mean: (between + within) / R with between = var(means)
-    # (ddof 0) and within = mean of var(run)/V; the run-only bootstrap has between / R only.
-    between, within = means.var(), np.mean([run.var() / len(run) for run in runs])
-    predicted = math.sqrt((between + within) / between)
-    print(f"\nwidth ratio hierarchical / run-only: {ratio:.3f} (predicted {predicted:.3f})")
-    assert ratio > 1.2
-    assert ratio == pytest.approx(predicted, rel=0.1)
+def test_runs_to_claim_is_where_holm_can_first_accept_the_smallest_p():
+    # 2/2^n < 0.05/m: one comparison needs 6 runs, a family of 4 (Table 4's modules) 8, and a
+    # family of 5 (those and one contrast) 8 too: 2/2^8 = 0.0078 < 0.01
+    assert [runs_to_claim(m) for m in (1, 2, 4, 5, 10)] == [6, 7, 8, 8, 9]
+    for family in (1, 4, 10):
+        runs = runs_to_claim(family)
+        assert smallest_p_value(runs) * family < ALPHA <= smallest_p_value(runs - 1) * family
+
+
+def test_a_run_with_no_difference_cannot_lower_the_sign_flip_floor():
+    # Δ = 0 flips to itself: [0, 0.1, 0.2] has 4 distinct sign patterns, not 8, so p ≥ 2/4
+    p, smallest = sign_flip_test(np.array([0.0, 0.1, 0.2]))
+    assert p == pytest.approx(0.5) and smallest == 0.5
+    assert sign_flip_test(np.zeros(3)) == (1.0, 1.0)
 
 
 DEEPSIG_SEED = 1

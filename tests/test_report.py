@@ -131,8 +131,8 @@ def test_report_aggregates_seeds_and_splits_against_the_paper(tmp_path, monkeypa
     assert over_runs["sign_flip_p"] == pytest.approx(2 / 64) == over_runs["holm_p"]
     assert over_runs["family"] == 1 and over_runs["difference_shown"]
     assert over_runs["verdict"].startswith("better than the baseline")
-    # the interval still resamples each run's 6 videos (one of them differs): 100/6 lies inside
-    assert 0 < over_runs["ci95_low"] < 100 / 6 < over_runs["ci95_high"] < 40
+    # the t interval over runs: every run's Δ is the same +1/6, so it has no width
+    assert over_runs["ci95_low"] == pytest.approx(100 / 6) == over_runs["ci95_high"]
 
 
 def test_the_report_is_logged_to_mlflow_as_one_report_run_beside_the_trials(tmp_path):
@@ -161,10 +161,13 @@ def test_one_seed_per_row_makes_no_claim_of_a_difference(tmp_path):
     build_report(spec, tracker, tmp_path / "out", count=False)
     (over_runs,) = pd.read_csv(tmp_path / "out" / "comparisons.csv").to_dict("records")
     assert over_runs["runs"] == 2  # one seed on each of 2 splits: still training variance
-    header, _, first = (tmp_path / "out" / "comparisons.md").read_text().splitlines()[:3]
+    text = (tmp_path / "out" / "comparisons.md").read_text()
+    assert text.startswith("**Design: with 2 runs a comparison")  # read before the verdicts
+    header, _, first = [line for line in text.splitlines() if line.startswith("|")][:3]
     named, values = ([c.strip() for c in line.split("|")[1:-1]] for line in (header, first))
     cells = dict(zip(named, values, strict=True))
-    assert cells["runs"] == "2" and cells["ASO ε_min ↑ / ↓"] == ""  # 2 runs: ASO is chance
+    assert cells["runs"] == "2" and not any("ASO" in name for name in named)  # csv only
+    assert {"aso_model_better", "aso_baseline_better"} <= set(over_runs)
     one_split = load_spec(write_spec(tmp_path, SEEDED_SPEC), ["train.seeds=[0]",
                                                              "dataset.splits=[1]"])  # fmt: skip
     build_report(one_split, tracker, tmp_path / "one", count=False)
@@ -387,15 +390,48 @@ def test_verdicts_say_when_no_test_is_possible_rather_than_no_difference():
                              nan, nan)  # fmt: skip
 
     # 6 runs: p can reach 2/64 = 0.031 < 0.05 alone, but not Holm's 0.05/2 in a family of two
-    assert verdict(result(6, 0.02), 0.03125, 1).startswith("better than the baseline")
-    assert verdict(result(6, -0.02), 0.03125, 1).startswith("worse than the baseline")
+    base = "the baseline"
+    assert verdict(result(6, 0.02), 0.03125, 1, base).startswith("better than the baseline")
+    assert verdict(result(6, -0.02), 0.03125, 1, "+ ECA").startswith("worse than + ECA")
     # Holm's last step needs only p < 0.05, so 6 runs are not "no test possible" in a family of 2
-    assert verdict(result(6, 0.02), 0.0625, 2) == (
+    assert verdict(result(6, 0.02), 0.0625, 2, base) == (
         "no difference shown (6 runs give p ≥ 0.0312; Holm over 2 needs p < 0.025 to 0.05)"
     )
-    assert verdict(result(5, 0.02), 0.0625, 1) == "no test possible: 5 runs give p ≥ 0.0625"
-    assert verdict(result(8, 0.02), 0.2, 2) == "no difference shown"
-    assert verdict(result(1, 0.02), float("nan"), 0).startswith("unknown: 1 run each")
+    assert verdict(result(5, 0.02), 0.0625, 1, base) == "no test possible: 5 runs give p ≥ 0.0625"
+    assert verdict(result(8, 0.02), 0.2, 2, base) == "no difference shown"
+    assert verdict(result(1, 0.02), float("nan"), 0, base).startswith("unknown: 1 run each")
+
+
+def test_planned_contrasts_join_the_holm_family_and_the_design_says_what_3_runs_can_show(
+    tmp_path,
+):
+    """EAM against SE as the spec plans it (`report.contrasts`), beside each module against the
+    baseline; the baseline lacks seed 2, so those comparisons pair 2 runs and say 1 unpaired."""
+    text = SEEDED_SPEC.replace("attention: [none, eam]", "attention: [none, se, eam]")
+    text = text.replace("splits: [1, 2]", "splits: [1]")
+    text += "report: {contrasts: [[eam, se]], min_effect: 25}\n"
+    spec = load_spec(write_spec(tmp_path, text))
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    right = {"none": [1, 0, 1, 1, 0, 1], "se": [1, 1, 0, 1, 0, 1], "eam": [1, 1, 1, 1, 0, 1]}
+    for trial in spec.trials:
+        if not (trial.attention == "none" and trial.seed == 2):
+            log_run(tracker, trial, top1=0.5, correct=right[trial.attention])
+    build_report(spec, tracker, tmp_path / "out", count=False)
+    records = pd.read_csv(tmp_path / "out" / "comparisons.csv").to_dict("records")
+    assert [
+        (r["model"].split()[-1], r["kind"], r["runs"], r["unpaired_runs"]) for r in records
+    ] == [("SE", "baseline", 2, 1), ("EAM", "baseline", 2, 1), ("EAM", "contrast", 3, 0)]
+    contrast = records[2]
+    assert contrast["baseline"].endswith("+ SE") and contrast["family"] == 3
+    assert contrast["difference"] == pytest.approx(100 / 6)  # one more video right, every run
+    assert contrast["power_effect"] == pytest.approx(25.0)  # the spec's planned effect
+    assert contrast["verdict"] == "no test possible: 3 runs give p ≥ 0.25"
+    markdown = (tmp_path / "out" / "comparisons.md").read_text()
+    assert "| 2 (+1 unpaired) |" in markdown
+    # 3 runs, a family of 3: Holm's first step needs p < 0.0167, so 7 runs are the fewest
+    assert "these runs cannot show a difference of any size" in markdown
+    assert "7 runs a row (`train.seeds` with 7 seeds)" in markdown
+    assert "intersection–union" in markdown
 
 
 def test_power_advice_is_for_the_effect_named_with_min_effect(tmp_path, monkeypatch, capsys):
@@ -417,11 +453,11 @@ def test_power_advice_is_for_the_effect_named_with_min_effect(tmp_path, monkeypa
     assert "over 3 runs: no test possible" in capsys.readouterr().out
     assert main(["report", str(path), *given, "--out", "r0", "--replace"]) == 0
     (plain,) = pd.read_csv(tmp_path / "r0" / "comparisons.csv", dtype=str).to_dict("records")
-    assert float(plain["power_effect"]) == pytest.approx(0, abs=1e-9)  # the observed Δ: none
-    assert plain["runs_for_power"] != plain["runs_for_power"]  # empty (NaN), not a number
-    assert (
-        "unknown (Δ 0.0 pp, run spread 16.7 pp)" in (tmp_path / "r0" / "comparisons.md").read_text()
-    )
+    # no effect planned: no advice (from the observed Δ it would be post hoc power)
+    assert plain["power_effect"] != plain["power_effect"]  # empty (NaN), not a number
+    assert plain["runs_for_power"] != plain["runs_for_power"]
+    text = (tmp_path / "r0" / "comparisons.md").read_text()
+    assert "for Δ =" not in text and "none given, since no smallest effect" in text
     (counted,) = pd.read_csv(tmp_path / "r" / "comparisons.csv", dtype=str).to_dict("records")
     assert counted["runs_for_power"] == "7"  # a count, not 7.0
     assert main(["report", str(path), *given, "--min-effect", "0", "--out", "r"]) == 2

@@ -43,7 +43,8 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     report.add_argument(
         "--min-effect", type=float, metavar="PP",
-        help="the difference (percentage points) the power advice is for (default: the observed)",
+        help="the smallest difference worth detecting (percentage points), for the power advice "
+        "(default: the spec's report.min_effect; none: no advice)",
     )  # fmt: skip
     report.set_defaults(command=_report)
 

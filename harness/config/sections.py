@@ -1,4 +1,4 @@
-"""The training sections of a spec (`dataset`, `train`, `eval`, `tracking`) as typed dataclasses.
+"""The sections of a spec (`dataset`, `train`, `eval`, `tracking`, `report`) as typed dataclasses.
 
 Each field's type hint and default is the schema: `parse_section` rejects unknown keys and values
 of the wrong type, naming the key and the accepted values; a field whose metadata names a
@@ -140,6 +140,30 @@ class TrackingSection:
     """The MLflow store; default `sqlite:///mlflow.db` (or `MLFLOW_TRACKING_URI`)."""
 
     uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """What `harness report` tests beyond each attention row against its baseline, fixed in the
+    spec before the runs, so that the tests are planned rather than picked after the results.
+
+    `contrasts`: pairs of attention names `[a, b]`: every row with module `a` against the row
+    with module `b` on the same backbone and settings (`[eam, eca]`: does EAM beat ECA?), run by
+    run, in one Holm family with the baseline comparisons. `min_effect`: the smallest
+    difference worth detecting, in percentage points, for which the report gives the runs a
+    comparison needs for 80 % power (`harness report --min-effect` overrides it)."""
+
+    contrasts: list[list[str]] = field(default_factory=list)
+    min_effect: float | None = bounded(None, above=0, high=100)
+
+    def __post_init__(self) -> None:
+        for pair in self.contrasts:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ConfigError(
+                    f"key 'report.contrasts' = {self.contrasts!r}: {pair!r} is not accepted: "
+                    "expected pairs of two different attention names of the grid, the module "
+                    "then the one it is tested against, e.g. [[eam, eca]]."
+                )
 
 
 def parse_section(cls: type, raw: Any, key: str) -> Any:

@@ -53,6 +53,7 @@ from harness.config.presets import with_preset
 from harness.config.sections import (
     DatasetSection,
     EvalSection,
+    ReportSection,
     TrackingSection,
     TrainSection,
     parse_section,
@@ -71,7 +72,7 @@ from registry.options import check_value, options_of
 
 TOP_LEVEL_KEYS = (
     "name", "description", "model", "grid", "include", "exclude", "reference",
-    "dataset", "train", "per_trial", "eval", "tracking",
+    "dataset", "train", "per_trial", "eval", "tracking", "report",
 )  # fmt: skip
 MODEL_KEYS = ("num_classes", "frames", "size", "options")
 MODEL_AXES = ("backbone", "attention", "placement", "frames", "size", "num_classes")
@@ -134,6 +135,7 @@ class Spec:
     train: TrainSection | None = None
     eval: EvalSection = field(default_factory=EvalSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
+    report: ReportSection = field(default_factory=ReportSection)
     resolved: dict = field(default_factory=dict)  # the validated YAML, overrides applied
     per_trial: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()  # (match, train changes)
 
@@ -366,6 +368,7 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
     duplicates = sorted(k for k, n in Counter(t.key for t in trials).items() if n > 1)
     if duplicates:
         raise where.error("grid", f"it produces duplicate trials {duplicates}; remove repeats.")
+    _check_contrasts(where, sections["report"])
     references = tuple(_references(where, raw.get("reference", [])))
     description = where.typed(raw, "description", str, default="")
     per_trial = _per_trial(where, raw)
@@ -373,6 +376,18 @@ def parse_spec(raw: Any, path: Path, content_hash: str = "") -> Spec:
         path, name, description, trials, references, content_hash, resolved=dict(raw),
         per_trial=per_trial, **sections,
     )  # fmt: skip
+
+
+def _check_contrasts(where: _Where, report: ReportSection) -> None:
+    """Each contrast names registered attention modules: a typo would silently test nothing.
+    A registered module the grid lacks (a grid narrowed by `--set grid.attention=[none, eam]`)
+    leaves its contrast without rows to compare, and the report without that comparison."""
+    for pair in report.contrasts:
+        unknown = [name for name in pair if name not in ATTENTION]
+        if unknown:
+            raise where.error(
+                "report.contrasts", f"{pair!r}: {ATTENTION.unknown_message(unknown[0])}"
+            )
 
 
 def _per_trial(where: _Where, raw: Mapping) -> tuple:
@@ -418,6 +433,7 @@ def _sections(where: _Where, raw: Mapping) -> dict[str, Any]:
             "train": train,
             "eval": parse_section(EvalSection, raw.get("eval"), "eval"),
             "tracking": parse_section(TrackingSection, raw.get("tracking"), "tracking"),
+            "report": parse_section(ReportSection, raw.get("report"), "report"),
         }
     except ConfigError as error:
         raise SpecError(f"{where.path}: {error}") from None

@@ -74,7 +74,8 @@ def build_report(
     """Write the spec's report into `out` from the runs in `store`, replacing the previous build
     there (see `clean_folder`), and log it to the store as the spec's report run (None: no store
     exists yet, and none is created for a report of no runs). `min_effect`
-    (pp): the Δ the power advice is computed for (default: each comparison's observed Δ);
+    (pp): the Δ the power advice is computed for (default: the spec's `report.min_effect`;
+    none: no advice);
     `runs`: the latest run of each trial, when the caller has read them already; `command`: the
     command line that builds it (the README says how to rebuild it; default `harness report
     SPEC`)."""
@@ -85,7 +86,8 @@ def build_report(
     report = Report(out, report_rows(spec, runs))
     table = _write_table(report, spec, count=count)
     outcomes = video_outcomes(report.rows)
-    comparisons_md = _write_comparisons(report, outcomes, min_effect)
+    planned_effect = min_effect if min_effect is not None else spec.report.min_effect
+    comparisons_md = _write_comparisons(report, outcomes, planned_effect, spec.report.contrasts)
     per_video_md = _write_per_video(report, outcomes)
     if dataset_label(spec):  # a profile-only spec has no runs to draw
         _draw_figures(report, spec, videos, outcomes)
@@ -134,9 +136,14 @@ def _write_table(report: Report, spec: Spec, *, count: bool) -> str:
     return f"{table_md}\n\n{notes}"
 
 
-def _write_comparisons(report: Report, outcomes: Outcomes, min_effect: float | None) -> str:
-    """comparisons.csv and .md (over training runs) when any row has a paired baseline run."""
-    report.comparisons = run_comparisons(report.rows, outcomes, min_effect=min_effect)
+def _write_comparisons(
+    report: Report, outcomes: Outcomes, min_effect: float | None, contrasts: list[list[str]]
+) -> str:
+    """comparisons.csv and .md (over training runs) when any row has a baseline or a planned
+    contrast."""
+    report.comparisons = run_comparisons(
+        report.rows, outcomes, min_effect=min_effect, contrasts=contrasts
+    )
     if not report.comparisons:
         return ""
     markdown = comparisons_markdown(report.comparisons, min_effect=min_effect)

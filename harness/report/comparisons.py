@@ -1,9 +1,14 @@
-"""Each attention row against its baseline over training runs (`harness.analysis.replication`).
+"""Each attention row against its baseline, and the spec's planned contrasts between rows, over
+training runs (`harness.analysis.replication`).
 
-A row's runs are paired with its baseline's by split and seed; each pair is compared on the test
-videos both runs scored. The family for Holm's correction is every comparison of the spec that
-has two runs or more. A row with one run gets no test: its training variance is unknown, and the
-report says so instead of quoting the per-video test, which holds each trained model fixed.
+A row's runs are paired with the other row's by split and seed; each pair is compared on the
+test videos both runs scored. Holm's family is every comparison of the spec with two paired runs
+or more, baseline comparisons and contrasts (`report.contrasts`) together; a comparison left out
+of it is listed with the reason. A row with one run gets no test: its training variance is
+unknown, and the report says so instead of quoting the per-video test, which holds each trained
+model fixed. The legend states the design's limit: with n runs the sign-flip test cannot give
+p below 2/2^n, so a family of m comparisons needs `runs_to_claim(m)` runs before any
+difference can be called significant, however large.
 """
 
 from __future__ import annotations
@@ -24,17 +29,19 @@ from harness.analysis.replication import (
     compare_over_runs,
     holm,
     runs_for_power,
+    runs_to_claim,
+    smallest_p_value,
 )
 from harness.analysis.significance import correctness, on_shared_videos
-from harness.report.rows import ReportRow, baseline_of
+from harness.report.rows import ReportRow, baseline_of, group_of
 from harness.tracking import RunRecord
 from harness.tracking.schema import per_video_scores
 
 Outcomes = dict[str, dict[str, int]]  # run id → video → 1 if classified right
-ASO_MIN_RUNS = 3  # fewer: ε_min is shown blank (from 2 runs it is mostly chance)
+Planned = tuple[ReportRow, ReportRow, str]  # the row, the row it is tested against, the kind
 
-HEADERS = ["model", "baseline", "runs", "acc. (%)", "baseline (%)", "Δ (pp) [95% CI]",
-           "Δ per run (pp)", "sign-flip p", "Holm p", "ASO ε_min ↑ / ↓", "verdict",
+HEADERS = ["model", "against", "runs", "acc. (%)", "against (%)", "Δ (pp) [95% CI]",
+           "Δ per run (pp)", "sign-flip p", "Holm p", "verdict",
            "runs for 80% power"]  # fmt: skip
 
 
@@ -65,34 +72,69 @@ def paired_runs(row: ReportRow, baseline: ReportRow, outcomes: Outcomes) -> list
     return pairs
 
 
+def planned_comparisons(rows: list[ReportRow], contrasts: list[list[str]]) -> list[Planned]:
+    """Every attention row with runs against its baseline, then every contrast `[a, b]` of the
+    spec: each row with module `a` against each row with module `b` in its group (the same
+    backbone and settings)."""
+    planned = [
+        (row, baseline, "baseline")
+        for row in rows
+        if row.runs
+        for baseline in [baseline_of(row, rows)]
+        if baseline is not None
+    ]  # fmt: skip
+    built = [row for row in rows if not row.cited]
+    for first, second in contrasts:
+        planned += [
+            (row, other, "contrast")
+            for row in built
+            if row.runs and row.fields.get("attention") == first
+            for other in built
+            if other.fields.get("attention") == second and group_of(other) == group_of(row)
+        ]  # fmt: skip
+    return planned
+
+
 def run_comparisons(
-    rows: list[ReportRow], outcomes: Outcomes, *, min_effect: float | None = None
+    rows: list[ReportRow],
+    outcomes: Outcomes,
+    *,
+    min_effect: float | None = None,
+    contrasts: list[list[str]] | None = None,
 ) -> list[dict]:
-    """A record per attention row with paired baseline runs; `min_effect` (pp) is the Δ the
-    power advice is computed for (default: the observed Δ)."""
+    """A record per planned comparison (`planned_comparisons`); `min_effect` (pp) is the Δ the
+    power advice is computed for (None: no advice; an observed Δ would make it post hoc)."""
     found = []
-    for row in rows:
-        baseline = baseline_of(row, rows)
-        pairs = paired_runs(row, baseline, outcomes) if baseline is not None else []
-        if pairs:
-            found.append((row, baseline, compare_over_runs(pairs)))
-    adjusted = holm([result.p_value for _, _, result in found])
-    family = sum(1 for _, _, result in found if result.replicated)
+    for row, other, kind in planned_comparisons(rows, contrasts or []):
+        pairs = paired_runs(row, other, outcomes)
+        found.append((row, other, kind, pairs, compare_over_runs(pairs) if pairs else None))
+    adjusted = holm([result.p_value if result else math.nan for *_, result in found])
+    family = sum(1 for *_, result in found if result is not None and result.replicated)
     return [
-        _record(row, baseline, result, holm_p, family, min_effect)
-        for (row, baseline, result), holm_p in zip(found, adjusted, strict=True)
+        _record(row, other, kind, pairs, result, holm_p, family, min_effect, outcomes)
+        for (row, other, kind, pairs, result), holm_p in zip(found, adjusted, strict=True)
     ]
 
 
-def _record(row, baseline, result: RunComparison, holm_p: float, family: int, min_effect):
-    effect = min_effect / 100 if min_effect is not None else abs(result.mean_difference)
-    needed = runs_for_power(effect, result.difference_sd, ALPHA / max(family, 1))
+def _record(row, other, kind, pairs, result, holm_p, family, min_effect, outcomes) -> dict:
+    """One comparison's record (comparisons.csv's row); `result` None: no run pair to compare."""
+    nan = math.nan
+    if result is None:
+        result = RunComparison(0, (), (), (), nan, nan, nan, nan, nan, 1.0, nan, nan)
+    effect = min_effect / 100 if min_effect is not None else None
+    needed = (
+        runs_for_power(effect, result.difference_sd, ALPHA / max(family, 1))
+        if effect is not None and result.replicated
+        else None
+    )  # fmt: skip
     return {
         "model": row.name,
-        "baseline": baseline.name,
+        "baseline": other.name,
+        "kind": kind,
         "runs": result.runs,
-        "accuracy": 100 * float(np.mean(result.model_accuracies)),
-        "baseline_accuracy": 100 * float(np.mean(result.baseline_accuracies)),
+        "unpaired_runs": len(row.runs) - len(pairs),
+        "accuracy": 100 * float(np.mean(result.model_accuracies or [nan])),
+        "baseline_accuracy": 100 * float(np.mean(result.baseline_accuracies or [nan])),
         "difference": 100 * result.mean_difference,
         "ci95_low": 100 * result.ci_low,
         "ci95_high": 100 * result.ci_high,
@@ -105,13 +147,19 @@ def _record(row, baseline, result: RunComparison, holm_p: float, family: int, mi
         "aso_model_better": result.aso_model_better,
         "aso_baseline_better": result.aso_baseline_better,
         "difference_shown": bool(holm_p < ALPHA),
-        "power_effect": 100 * effect,
+        "power_effect": nan if effect is None else 100 * effect,
         "runs_for_power": needed,
-        "verdict": verdict(result, holm_p, family),
+        "verdict": verdict(result, holm_p, family, _against(other, kind))
+        if pairs
+        else _not_compared(row, other, outcomes),
     }
 
 
-def verdict(result: RunComparison, holm_p: float, family: int) -> str:
+def _against(other: ReportRow, kind: str) -> str:
+    return "the baseline" if kind == "baseline" else other.name
+
+
+def verdict(result: RunComparison, holm_p: float, family: int, against: str) -> str:
     """What the comparison shows, in words a reader cannot over-read. n runs cannot give a
     p-value below 2/2^n: where even that misses α the test cannot show anything, said as such,
     not as "no difference". Holm's steps need p below α/m for the smallest of a family of m,
@@ -121,8 +169,11 @@ def verdict(result: RunComparison, holm_p: float, family: int) -> str:
         return "unknown: 1 run each, training variance not measured"
     if holm_p < ALPHA:
         direction = "better" if result.mean_difference > 0 else "worse"
-        return f"{direction} than the baseline (Holm p < {ALPHA})"
-    floor = f"{result.runs} runs give p ≥ {result.smallest_p:.3g}"
+        return f"{direction} than {against} (Holm p < {ALPHA})"
+    ties = sum(1 for d in result.differences if d == 0)  # a Δ of 0 flips to itself
+    floor = f"{result.runs} runs{f' ({ties} with Δ = 0)' if ties else ''} give p ≥ " + (
+        f"{result.smallest_p:.3g}"
+    )
     if result.smallest_p >= ALPHA:
         return f"no test possible: {floor}"
     if result.smallest_p * family >= ALPHA:
@@ -133,9 +184,19 @@ def verdict(result: RunComparison, holm_p: float, family: int) -> str:
     return "no difference shown"
 
 
+def _not_compared(row: ReportRow, other: ReportRow, outcomes: Outcomes) -> str:
+    """Why a row with runs has no run pair with `other` (it is left out of Holm's family)."""
+    if not other.runs:
+        return f"not compared: {other.name} has no finished run"
+    if not any(run.run_id in outcomes for run in (*row.runs, *other.runs)):
+        return "not compared: no run logged its per-video scores"
+    return "not compared: no run of both on the same split and seed with per-video scores"
+
+
 def power_advice(record: dict) -> str:
-    """The runs needed for 80 % power, for comparisons that did not show a difference."""
-    if record["difference_shown"]:
+    """The runs needed for 80 % power at the planned effect, for comparisons that did not
+    show a difference (none without a planned effect: see `legend`)."""
+    if record["difference_shown"] or record["runs"] == 0 or math.isnan(record["power_effect"]):
         return ""
     if record["runs"] < 2:
         return "unknown (needs ≥ 2 runs for the spread)"
@@ -156,61 +217,122 @@ def comparisons_markdown(records: list[dict], *, min_effect: float | None = None
     """The records of `run_comparisons` as a GitHub table, with the legend under it."""
     shown = [_cells(record) for record in records]
     table = tabulate(shown, headers=HEADERS, tablefmt="github", disable_numparse=True)
-    replicated = sum(1 for record in records if record["runs"] >= 2)
-    return f"{table}\n\n{legend(replicated, len(records), min_effect)}"
+    replicated = [record for record in records if record["runs"] >= 2]
+    design = f"**{_design_sentence(replicated)}**\n\n" if replicated else ""  # read first
+    return f"{design}{table}\n\n{legend(records, min_effect)}"
 
 
 def _cells(record: dict) -> list[str]:
+    if record["runs"] == 0:
+        return [record["model"], record["baseline"], "0", *[""] * 6, record["verdict"], ""]
     one_run = record["runs"] < 2
     interval = "" if one_run else f" [{record['ci95_low']:+.1f}, {record['ci95_high']:+.1f}]"
-    up, down = record["aso_model_better"], record["aso_baseline_better"]
-    aso = "" if record["runs"] < ASO_MIN_RUNS else f"{up:.2f} / {down:.2f}"
+    unpaired = record["unpaired_runs"]
     return [
-        record["model"], record["baseline"], str(record["runs"]),
+        record["model"], record["baseline"],
+        f"{record['runs']}" + (f" (+{unpaired} unpaired)" if unpaired else ""),
         f"{record['accuracy']:.1f}", f"{record['baseline_accuracy']:.1f}",
         f"{record['difference']:+.1f}{interval}", record["run_differences"],
         "" if one_run else f"{record['sign_flip_p']:.3g}",
         "" if one_run else f"{record['holm_p']:.3g}",
-        aso, record["verdict"], power_advice(record),
+        record["verdict"], power_advice(record),
     ]  # fmt: skip
 
 
-def legend(replicated: int, total: int, min_effect: float | None) -> str:
+def legend(records: list[dict], min_effect: float | None) -> str:
     """What each column means, which family was corrected, and what one run cannot say."""
+    replicated = [record for record in records if record["runs"] >= 2]
     parts = [
-        "A run is one training run (a split × seed); the model's runs are paired with the "
-        "baseline's of the same split and seed and compared on the test videos both scored. "
-        "Δ: mean over runs of (model − baseline) video top-1, in percentage points; its 95% "
-        "interval is a hierarchical bootstrap (10,000 resamples of the runs, then of the videos "
-        "within each run), so it includes training variance and test-set noise."
+        "A run is one training run (a split × seed); the model's runs are paired with those of "
+        "the row it is tested against (its baseline, or the other module of a contrast the spec "
+        "plans in `report.contrasts`) made on the same split and seed, and compared on the test "
+        "videos both scored. Δ: mean over runs of the paired differences in video top-1, in "
+        "percentage points; its 95% interval is Student's t over the runs' Δ, per comparison "
+        "(not corrected for the family): the verdict, not the interval, decides. Every "
+        "statistic holds this test set fixed: it says whether a difference recurs when the "
+        "models are trained again, on these test videos."
     ]
     if replicated:
+        parts += [_test_sentence(len(replicated)), _power_sentence(len(replicated), min_effect)]
+    parts += _left_out_sentences(records)
+    if any(record["kind"] == "contrast" for record in records):
         parts.append(
-            "sign-flip p: two-sided permutation test over the runs' Δ (exact over all 2^n sign "
-            f"patterns up to {EXACT_UP_TO} runs, {MONTE_CARLO_FLIPS:,} random patterns beyond; "
-            "n runs cannot give p below 2/2^n). Holm p: Holm–Bonferroni over the "
-            f"family of the {replicated} comparison{'s' * (replicated != 1)} of this spec with "
-            "two runs or more (every attention row against its baseline); a difference is "
-            f"claimed only where Holm p < {ALPHA}. ASO ε_min ↑ / ↓: almost stochastic order "
-            "(Dror et al. 2019) of the model's run accuracies over the baseline's, and the "
-            f"reverse, from {ASO_MIN_RUNS} runs on; descriptive only: with few runs, identical "
-            f"models also fall below its usual threshold ({ASO_THRESHOLD}) in one direction by "
-            "chance (about 1 pair in 5 at 3 runs), so no verdict rests on it. Runs for "
-            f"80% power: run pairs the sign-flip test needs to detect {_effect(min_effect)} at "
-            f"α = {ALPHA}/{max(replicated, 1)}, from the spread of the runs' Δ (the exact "
-            "test's power for normal Δ, simulated up to 10 runs; the paired t-test's beyond)."
+            "A chain such as A > B > baseline is shown only where each of its links is (an "
+            "intersection–union test); the order of the rows and of the ranked chart is not "
+            "a test."
         )
-    if replicated < total:
-        parts.append(
-            f"{total - replicated} row{'s' * (total - replicated != 1)} with one run each: "
-            "training variance is unknown, so nothing is claimed. Train more seeds "
-            "(`train.seeds: [0, 1, 2, 3, 4, 5]`) to measure it."
-        )
+    parts.append(
+        "ASO ε_min (almost stochastic order, Dror et al. 2019) of the model's run accuracies "
+        "over the other's, both directions, is in comparisons.csv only: with identical models "
+        f"it falls below its usual threshold ({ASO_THRESHOLD}) in one direction by chance in "
+        "about 1 run set in 5 at 3 runs and 1 in 10 at 6 to 8 (simulated), so no verdict "
+        "rests on it."
+    )
     return " ".join(parts)
 
 
-def _effect(min_effect: float | None) -> str:
-    return "the observed Δ" if min_effect is None else f"Δ = {min_effect} pp (--min-effect)"
+def _test_sentence(family: int) -> str:
+    return (
+        "sign-flip p: two-sided permutation test over the runs' Δ (exact over all 2^n sign "
+        f"patterns up to {EXACT_UP_TO} runs, {MONTE_CARLO_FLIPS:,} random patterns beyond). "
+        f"Holm p: Holm–Bonferroni over the family of the {family} comparison"
+        f"{'s' * (family != 1)} of this spec with two runs or more; a difference is claimed "
+        f"only where Holm p < {ALPHA}."
+    )
+
+
+def _design_sentence(replicated: list[dict]) -> str:
+    """What this many runs can show in a family this size, said before any verdict is read."""
+    family, most = len(replicated), max(record["runs"] for record in replicated)
+    needed = runs_to_claim(family)
+    limits = (
+        f"Design: with {most} runs a comparison, the sign-flip test cannot give p below "
+        f"2/2^{most} = {smallest_p_value(most):.3g}, and Holm's first step over {family} needs "
+        f"p < {ALPHA / family:.3g}"
+    )
+    if most < needed:
+        return (
+            f"{limits}, so these runs cannot show a difference of any size: the table "
+            f"describes, it does not test. {needed} runs a row (`train.seeds` with {needed} "
+            "seeds) are the fewest with which one could be shown."
+        )
+    return f"{limits}: {needed} runs a row are the fewest with which a difference can be shown."
+
+
+def _power_sentence(family: int, min_effect: float | None) -> str:
+    if min_effect is None:
+        return (
+            "Runs for 80% power: none given, since no smallest effect of interest is planned "
+            "(set `report.min_effect` in the spec, or --min-effect): power computed from the "
+            "observed Δ says nothing the p-value does not (Hoenig & Heisey 2001)."
+        )
+    return (
+        f"Runs for 80% power: run pairs the sign-flip test needs to detect Δ = {min_effect} pp "
+        f"at α = {ALPHA}/{family}, from the spread of the runs' Δ (an estimate on n − 1 "
+        "degrees of freedom, rough with few runs; the exact test's power for normal Δ, "
+        "simulated up to 10 runs, the paired t-test's beyond)."
+    )
+
+
+def _left_out_sentences(records: list[dict]) -> list[str]:
+    """The comparisons outside Holm's family, and what it would take to bring them in."""
+    sentences = []
+    one_run = sum(1 for record in records if record["runs"] == 1)
+    if one_run:
+        needed = runs_to_claim(len(records))
+        sentences.append(
+            f"{one_run} comparison{'s' * (one_run != 1)} with one run each: training variance "
+            f"is unknown, so nothing is claimed. Train more seeds (`train.seeds` with {needed} "
+            f"or more, e.g. {list(range(needed))}) to measure it and to be able to show a "
+            f"difference over this family of {len(records)}."
+        )
+    unpaired = sum(1 for record in records if record["runs"] == 0)
+    if unpaired:
+        sentences.append(
+            f"{unpaired} comparison{'s' * (unpaired != 1)} had no run pair (the verdict says "
+            "why) and are left out of Holm's family."
+        )
+    return sentences
 
 
 def _sd(record: dict) -> str:

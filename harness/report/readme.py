@@ -30,9 +30,7 @@ def readme(
         table,
         "",
         *(
-            ["## Against the baseline, over training runs", "", comparisons_md, ""]
-            if comparisons_md
-            else []
+            ["## Comparisons over training runs", "", comparisons_md, ""] if comparisons_md else []
         ),  # fmt: skip
         *(
             ["## Test-set noise only, per run pair", "", _shortened(per_video_md), ""]
@@ -84,7 +82,13 @@ def _header(spec: Spec, rows: list[ReportRow], command: str) -> list[str]:
         f"- Rows: {states['done']} done, {partial} partly run, {states['pending']} pending, "
         f"{states['cited']} cited.",
         f"- Hardware of the runs: {', '.join(devices) or 'no runs yet'}.",
-        f"- Code commit of the runs: {', '.join(commits) or 'no runs yet'}.",
+        f"- Code commit of the runs: {', '.join(commits) or 'no runs yet'}"
+        + (
+            " (runs of different code versions: a difference between rows may come from the "
+            "code, not the module)."
+            if len(commits) > 1
+            else "."
+        ),
         *_training(rows),
     ]
 

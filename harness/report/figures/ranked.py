@@ -1,5 +1,7 @@
-"""All comparisons of a spec ranked by Δ: each row's mean difference to its baseline with its
-95% hierarchical interval, every run's Δ as a dot, and the Holm-corrected verdict beside it.
+"""All baseline comparisons of a spec ranked by Δ: each row's mean difference to its baseline
+with its 95% t interval over runs, every run's Δ as a dot, and the Holm-corrected p beside it.
+The order is by point estimate, which tests nothing between the modules: the figure says so
+(the spec's `report.contrasts` test them).
 
 A ranked interval plot rather than a critical-difference diagram (Demšar 2006): a CD diagram
 ranks models over many datasets, and a spec compares them on one.
@@ -16,7 +18,7 @@ from harness.report.figures.common import FigureFamily, FigureGroup, save_figure
 
 
 def draw(group: FigureGroup) -> list[Path]:
-    replicated = [c for c in group.comparisons if c["runs"] >= 2]
+    replicated = [c for c in group.comparisons if c["runs"] >= 2 and c["kind"] == "baseline"]
     if not replicated:
         if group.comparisons:
             group.notes.append(
@@ -51,4 +53,6 @@ def ranked_chart(comparisons: list[dict], title: str, out: Path) -> Path:
     ax.invert_yaxis()
     ax.set(xlabel="Δ video top-1 (pp): model − baseline", title=title)
     ax.grid(axis="x", alpha=0.3)
+    fig.text(0.01, 0.005, "Ordered by mean Δ: the order between modules is not a test "
+             "(comparisons.md: contrasts).", fontsize=7, color="dimgray")  # fmt: skip
     return save_figure(fig, out)

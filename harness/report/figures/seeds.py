@@ -1,8 +1,8 @@
 """Every run as a dot beside its row's mean and 95% interval: the spread over seeds, per group.
 
-The interval is the hierarchical bootstrap of the row's mean video top-1 (resample runs, then
-videos within each run; `harness.analysis.replication.hierarchical_interval`), so it widens with
-the run-to-run spread; a row with one run gets its dot and the words "1 run", no interval.
+The interval is Student's t over the runs' accuracies (`harness.analysis.replication.t_interval`),
+so it widens with the run-to-run spread, on this test set; a row with one run gets its dot and
+the words "1 run", no interval.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from harness.analysis.replication import hierarchical_interval
+from harness.analysis.replication import t_interval
 from harness.report.figures.common import FigureFamily, FigureGroup, save_figure
-
-FIGURE_SAMPLES = 2_000  # bootstrap resamples for a drawn interval (the tables use 10,000)
 
 
 def draw(group: FigureGroup) -> list[Path]:
@@ -41,7 +39,7 @@ def seeds_chart(group: FigureGroup, title: str, out: Path) -> Path | None:
                    color="tab:gray", alpha=0.8, zorder=2)  # fmt: skip
         mean = accuracies.mean()
         if len(runs) > 1:
-            low, high = (100 * v for v in hierarchical_interval(runs, samples=FIGURE_SAMPLES))
+            low, high = t_interval(accuracies)
             ax.errorbar(mean, position, xerr=[[mean - low], [high - mean]], fmt="o",
                         color="tab:blue", capsize=4, zorder=3)  # fmt: skip
         else:

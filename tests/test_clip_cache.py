@@ -389,6 +389,10 @@ def test_a_cache_of_another_side_version_or_none_is_refused(tiny, tmp_path):
     with pytest.raises(DataError, match="holds no clip cache") as error:
         open_cache(out, config, entries, indexes, 32)
     assert "harness data cache folder" in str(error.value) and "--short-side 32" in str(error.value)
+    # inside the root, the command it would suggest refuses to write: a folder outside is named
+    with pytest.raises(DataError, match="lies inside dataset.root") as error:
+        open_cache(Path(config.root) / "cache", config, entries, indexes, 32)
+    assert f"{Path(config.root).resolve().name}-cache" in str(error.value)
     build_cache(config, out, short_side=32, workers=1)
     for asked, named in ((48, "short side 48"), (None, "native size")):
         with pytest.raises(DataError) as error:

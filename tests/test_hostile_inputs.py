@@ -98,6 +98,7 @@ BAD_VALUES = {
     "negative seed": ({"train.seeds": [-1]}, "train.seeds"),
     "no splits": ({"dataset.splits": []}, "dataset.splits"),
     "split 0": ({"dataset.splits": [0]}, "dataset.splits"),
+    "split 4 of a three-split dataset": ({"dataset.splits": [1, 4]}, "has splits 1, 2, 3, not 4"),
     "zero segments": ({"dataset.segments": 0}, "dataset.segments"),
     "zero subset": ({"dataset.subset": 0}, "dataset.subset"),
     "zero eval batch": ({"eval.batch_size": 0}, "eval.batch_size"),
@@ -138,7 +139,7 @@ BAD_VALUES = {
     "frames scaled to a 100000-pixel side": ({"dataset.short_side": 100_000}, "short_side"),
     "milestones out of order": ({"train.milestones": [3, 2]}, "increasing order"),
     "a contrast naming no registered module": (
-        {"report.contrasts": [["eam", "eka"]]}, "Unknown attention 'eka'. Did you mean 'eca'"),
+        {"report.contrasts": [["eam", "eka"]]}, "Unknown attention module 'eka'. Did you mean 'eca'"),
     "a contrast of one module": ({"report.contrasts": [["eam"]]}, "report.contrasts"),
     "a contrast of a module with itself": (
         {"report.contrasts": [["eam", "eam"]]}, "two different attention names"),
@@ -419,6 +420,26 @@ def test_a_cache_or_checkpoints_path_that_is_a_file_is_named_before_any_store(
     assert main(["run", spec]) == 2
     one_paragraph_error(capsys, "checkpoints is a file", "run from another folder")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_cache_or_checkpoints_folder_that_cannot_be_written_is_named_before_any_store(
+    tmp_path, monkeypatch, capsys
+):
+    """/proc stands for a read-only place (root writes anywhere else, whatever the modes)."""
+    monkeypatch.chdir(tmp_path)
+    spec = str(write_spec(tmp_path))
+    monkeypatch.setenv("HARNESS_CACHE", "/proc/harness-cache")
+    assert main(["run", spec]) == 2
+    one_paragraph_error(capsys, "HARNESS_CACHE=/proc/harness-cache: nothing can be written in "
+                        "/proc", "Point HARNESS_CACHE at a folder you can write")  # fmt: skip
+    assert main(["run", spec, "--dry-run"]) in (0, 2)  # a dry run writes nothing there
+    assert "nothing can be written" not in capsys.readouterr().err
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir("/proc")
+    assert main(["run", spec, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    one_paragraph_error(capsys, "/proc/checkpoints cannot be written",
+                        "Run it from a folder you can write")  # fmt: skip
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_exponent_floats_read_as_numbers_in_specs_and_overrides(tmp_path):

@@ -17,6 +17,7 @@ from harness.config.smoke import warn_dropped_weights
 from harness.config.spec import load_spec, select_trials
 from harness.data.datasets import cache_dir
 from harness.execute.sweep import run_spec
+from harness.folders import folder_problem, nearest_existing
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import sqlite_path, uncreated_sqlite
 from harness.train.checkpoint import CHECKPOINTS
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     spec = select_trials(spec, args.trial)
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
-    _require_working_folders()
+    _require_working_folders(written=not args.dry_run)
     started = time.perf_counter()
     if any(train and train.deterministic for train in map(spec.train_for, spec.trials)):
         # cuBLAS reads this once per process, before its first call: set it before CUDA starts
@@ -124,15 +125,32 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _require_working_folders() -> None:
-    """The dataset cache and `checkpoints/` must be folders (or not exist yet), said before the
-    store is opened or a trial starts."""
-    cache_dir()  # raises naming HARNESS_CACHE
+def _require_working_folders(*, written: bool) -> None:
+    """The dataset cache and `checkpoints/` must be folders (or not exist yet), and, when the
+    run will write (`written`: not a dry run), folders this user can write in or make; said
+    before the store is opened or a trial starts."""
+    cache = cache_dir()  # raises naming HARNESS_CACHE when it is a file
+    problem = folder_problem(nearest_existing(cache)) if written else None
+    if problem is not None:
+        named = os.environ.get("HARNESS_CACHE")
+        raise ConfigError(
+            f"{'HARNESS_CACHE=' + named if named else 'The harness cache ' + str(cache)}: "
+            f"nothing can be written in {nearest_existing(cache)} ({problem.strerror}), where "
+            "the harness keeps its generated datasets, frame indexes and clip caches. Point "
+            "HARNESS_CACHE at a folder you can write (it is created if missing)."
+        )
     if CHECKPOINTS.exists() and not CHECKPOINTS.is_dir():
         raise ConfigError(
             f"{CHECKPOINTS.resolve()} is a file: harness run keeps resume points and trial claims "
             f"in a folder of that name in the folder it runs from. Move the file, or run from "
             "another folder."
+        )
+    problem = folder_problem(nearest_existing(CHECKPOINTS.absolute())) if written else None
+    if problem is not None:
+        raise ConfigError(
+            f"{CHECKPOINTS.absolute()} cannot be written ({problem.strerror}): harness run keeps "
+            "resume points and trial claims in a folder of that name in the folder it runs "
+            "from. Run it from a folder you can write."
         )
 
 

@@ -63,6 +63,15 @@ class DatasetSection:
     cache: str | None = None  # the cache folder; None: where `harness data cache` writes by default
     augment_on: Literal["auto", "host", "device"] = "auto"  # auto: the GPU when reading a cache
 
+    def __post_init__(self) -> None:
+        numbered = FORMATS.get(self.name).splits if self.name in FORMATS else ()
+        missing = [split for split in self.splits if numbered and split not in numbered]
+        if missing:
+            raise ConfigError(
+                f"key 'dataset.splits' = {self.splits!r} is not accepted: {self.name} has "
+                f"splits {', '.join(map(str, numbered))}, not {missing[0]}."
+            )
+
 
 @dataclass(frozen=True)
 class TrainSection:

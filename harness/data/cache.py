@@ -216,10 +216,25 @@ def cache_command(config: DatasetConfig, short_side: int | None, folder: Path) -
     )
 
 
+def _require_outside_root(folder: Path, root: Path) -> None:
+    """A cache folder inside the dataset root would lie among the videos, which `harness data
+    cache` refuses to write: refuse it here too, before suggesting that command."""
+    inside, root = folder.resolve(), root.resolve()
+    if inside == root or root in inside.parents:
+        raise DataError(
+            f"dataset.cache {str(folder)!r} lies inside dataset.root {str(root)!r}: a clip "
+            "cache is kept outside the videos' folder (`harness data cache` will not write "
+            f"among them). Set dataset.cache to a folder outside it, e.g. "
+            f"{str(root.parent / (root.name + '-cache'))!r}, or leave it out for the default "
+            "under HARNESS_CACHE."
+        )
+
+
 def open_cache(folder: Path, config: DatasetConfig, entries: list[Entry],
                indexes: dict[str, VideoIndex], short_side: int | None) -> ClipCache:  # fmt: skip
     """The cache at `folder`, checked against the split's videos: a missing cache, another
     short side or any stale video is a `DataError` naming them and the command that fixes it."""
+    _require_outside_root(folder, Path(config.root))
     rebuild = cache_command(config, short_side, folder)
     if not (folder / INDEX_FILE).is_file():
         raise DataError(

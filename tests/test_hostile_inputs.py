@@ -139,7 +139,7 @@ BAD_VALUES = {
     "frames scaled to a 100000-pixel side": ({"dataset.short_side": 100_000}, "short_side"),
     "milestones out of order": ({"train.milestones": [3, 2]}, "increasing order"),
     "a contrast naming no registered module": (
-        {"report.contrasts": [["eam", "eka"]]}, "Unknown attention module 'eka'. Did you mean 'eca'"),
+        {"report.contrasts": [["eam", "eka"]]}, "module 'eka'. Did you mean 'eca'"),
     "a contrast of one module": ({"report.contrasts": [["eam"]]}, "report.contrasts"),
     "a contrast of a module with itself": (
         {"report.contrasts": [["eam", "eam"]]}, "two different attention names"),

@@ -47,6 +47,27 @@ def test_synth_writes_the_same_preset_again_but_not_another_over_it(tmp_path, mo
     assert [p.name for p in (tmp_path / "s" / "UCF-101").iterdir()] == []
 
 
+def test_synth_cut_short_is_written_again_by_the_same_command(tmp_path, monkeypatch, capsys):
+    """Ctrl-C says "run again to resume": the folder it left is its own, not refused."""
+    import harness.data.synthetic as synthetic
+
+    written = []
+
+    def cut_short(job):
+        if written:
+            raise KeyboardInterrupt
+        written.append(job)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(synthetic, "_write_clip", cut_short)
+    synth = ["data", "synth", "--preset", "tiny", "--out", "s", "--workers", "1"]
+    assert main(synth) == 130
+    assert "run again" in capsys.readouterr().err
+    check_synthetic_out(tmp_path / "s", "tiny", 0)  # its own folder: accepted
+    with pytest.raises(Exception, match="'tiny' preset"):
+        check_synthetic_out(tmp_path / "s", "tiny", 1)  # another seed over it: refused
+
+
 def test_report_from_a_missing_store_keeps_a_report_of_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     report = tmp_path / "reports" / "quickstart"

@@ -74,6 +74,9 @@ def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0,
     config = PRESETS[preset]
     classes = class_names(config.classes)
     video_root = out / "UCF-101"
+    video_root.mkdir(parents=True, exist_ok=True)
+    # marked first: a run cut short (Ctrl-C) leaves a folder the same command may fill again
+    (out / MARKER).write_text(json.dumps({"preset": preset, "seed": seed}) + "\n")
     jobs = []
     for label, name in enumerate(classes):
         (video_root / name).mkdir(parents=True, exist_ok=True)
@@ -88,7 +91,6 @@ def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0,
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_write_clip, jobs, chunksize=4))
     write_split_lists(out / "ucfTrainTestlist", classes, config.clips_per_group)
-    (out / MARKER).write_text(json.dumps({"preset": preset, "seed": seed}) + "\n")
     return video_root
 
 

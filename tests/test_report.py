@@ -434,6 +434,24 @@ def test_planned_contrasts_join_the_holm_family_and_the_design_says_what_3_runs_
     assert "intersection–union" in markdown
 
 
+def test_a_planned_comparison_without_a_run_pair_says_why_and_stays_out_of_the_family(tmp_path):
+    text = SEEDED_SPEC.replace("attention: [none, eam]", "attention: [none, se, eam]")
+    text = text.replace("splits: [1, 2]", "splits: [1]") + "report: {contrasts: [[eam, se]]}\n"
+    spec = load_spec(write_spec(tmp_path, text))
+    tracker = MlflowStore(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
+    for trial in spec.trials:  # SE not run yet
+        if trial.attention != "se":
+            log_run(tracker, trial, top1=0.5, correct=[trial.attention == "eam"] * 6)
+    build_report(spec, tracker, tmp_path / "out", count=False)
+    baseline, contrast = pd.read_csv(tmp_path / "out" / "comparisons.csv").to_dict("records")
+    assert (baseline["kind"], baseline["runs"], baseline["family"]) == ("baseline", 3, 1)
+    assert (contrast["kind"], contrast["runs"]) == ("contrast", 0)
+    assert contrast["verdict"] == "not compared: 3D ResNet-10 + SE has no finished run"
+    markdown = (tmp_path / "out" / "comparisons.md").read_text()
+    assert "1 comparison had no run pair (the verdict says why)" in markdown
+    assert "Holm–Bonferroni over the family of the 1 comparison of" in markdown
+
+
 def test_power_advice_is_for_the_effect_named_with_min_effect(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = write_spec(tmp_path, SEEDED_SPEC)

@@ -22,3 +22,10 @@ def folder_problem(folder: Path) -> OSError | None:
     except OSError as error:
         return error
     return None
+
+
+def lies_within(path: Path, root: Path) -> bool:
+    """Whether `path` is `root` or lies below it (links resolved): what a data command writes
+    there would mix with the dataset's own files."""
+    path, root = path.resolve(), root.resolve()
+    return path == root or root in path.parents

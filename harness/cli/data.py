@@ -22,6 +22,7 @@ from harness.data.datasets import DatasetConfig
 from harness.data.formats import FORMATS
 from harness.data.prepare import compute_flow, flow_method, prepare_frames
 from harness.data.synthetic import PRESETS, check_synthetic_out, write_synthetic
+from harness.folders import lies_within
 from registry import ConfigError
 
 
@@ -205,8 +206,7 @@ def _require_outside_root(out: Path | None, root: Path, example: str) -> None:
     the videos would mix with them (and a later run of the format would read them)."""
     if out is None:
         return
-    inside = out.resolve() == root.resolve() or root.resolve() in out.resolve().parents
-    if inside:
+    if lies_within(out, root):
         raise ConfigError(
             f"--out {out} is inside the dataset root --root {root}: what it writes would lie "
             f"among the videos. Give a folder outside the root, e.g. --out "

@@ -50,6 +50,7 @@ from harness.data.datasets import (
 )
 from harness.data.splits import DataError
 from harness.data.video import VideoIndex
+from harness.folders import lies_within
 
 CACHE_VERSION = 2  # 2: the index names its frames file (one per build)
 INDEX_FILE = "index.json"
@@ -219,8 +220,8 @@ def cache_command(config: DatasetConfig, short_side: int | None, folder: Path) -
 def _require_outside_root(folder: Path, root: Path) -> None:
     """A cache folder inside the dataset root would lie among the videos, which `harness data
     cache` refuses to write: refuse it here too, before suggesting that command."""
-    inside, root = folder.resolve(), root.resolve()
-    if inside == root or root in inside.parents:
+    if lies_within(folder, root):
+        root = root.resolve()
         raise DataError(
             f"dataset.cache {str(folder)!r} lies inside dataset.root {str(root)!r}: a clip "
             "cache is kept outside the videos' folder (`harness data cache` will not write "

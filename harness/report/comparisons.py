@@ -171,9 +171,8 @@ def verdict(result: RunComparison, holm_p: float, family: int, against: str) -> 
         direction = "better" if result.mean_difference > 0 else "worse"
         return f"{direction} than {against} (Holm p < {ALPHA})"
     ties = sum(1 for d in result.differences if d == 0)  # a Δ of 0 flips to itself
-    floor = f"{result.runs} runs{f' ({ties} with Δ = 0)' if ties else ''} give p ≥ " + (
-        f"{result.smallest_p:.3g}"
-    )
+    zeros = f" ({ties} with Δ = 0)" if ties else ""
+    floor = f"{result.runs} runs{zeros} give p ≥ {result.smallest_p:.3g}"
     if result.smallest_p >= ALPHA:
         return f"no test possible: {floor}"
     if result.smallest_p * family >= ALPHA:

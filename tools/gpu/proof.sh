@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 19's GPU proof, run on the device tool's GPU machine, a few steps per call:
 #   bash tools/gpu/proof.sh STEP...     (carry: .whl .gpu; see tools/gpu/README.md)
-# Steps: gpu-tests suite bench smoke study quickstart. Each writes its logs (and results) under
-# $OUT, which comes back, and stops at its own time limits (seconds in the environment, e.g.
+# Steps: gpu-tests suite bench prepare smoke study quickstart. Each writes its logs (and results)
+# under $OUT, which comes back, and stops at its own time limits (seconds in the environment, e.g.
 # SUITE_S=300) so that a call returns what it finished. Every step runs even if one before failed;
 # $OUT/steps.txt lists each command's exit, and the exit status is the number that failed.
 set -uo pipefail
@@ -89,10 +89,15 @@ step_smoke() {  # every spec's smoke run, four specs at a time, each into its ow
   tar -czf "$OUT/smoke-logs.tgz" -C "$OUT" $(cd "$OUT" && ls smoke-*.log) && rm -f "$OUT"/smoke-*.log
 }
 
+step_prepare() {  # the study's `large` preset and clip cache, built with every core before
+  # its trials start; a call that ends with it leaves them in a warm machine for the next call
+  timed prepare-study "${PREPARE_S:-300}" python3 tools/gpu/environment.py --prepare \
+    experiments/study_table4_r50_synthetic.yaml
+}
+
 step_study() {  # EAM Table 4's ResNet-50 rows, 3 seeds, on synthetic `large`
   local spec=experiments/study_table4_r50_synthetic.yaml
-  # the `large` preset and its clip cache, built with every core before the trials start
-  timed prepare-study "${PREPARE_S:-300}" python3 tools/gpu/environment.py --prepare "$spec"
+  step_prepare  # quick where an earlier call on this machine built them
   local epochs=()  # the spec's own, unless EPOCHS overrides it (the report then needs the same)
   [ -n "${EPOCHS:-}" ] && epochs=(--set "train.epochs=$EPOCHS")
   (cd "$WORK" && timed study "${STUDY_S:-420}" python3 -m harness run "$OLDPWD/$spec" \

@@ -265,6 +265,35 @@ def test_out_of_memory_names_the_trial_frees_memory_and_the_next_trial_runs(
     assert "resnet3d_10-none-stage_output" in output.split("out of memory")[1]
 
 
+def test_a_model_whose_parameters_sit_out_steps_runs_fused_sgd_as_foreach(tmp_path, monkeypatch):
+    """AARM's STAM convolutions get no gradient on a step that takes the highlight branch: fused
+    SGD with momentum (a GPU's default; the CPU has the kernel too) then stopped at a later step
+    with "expected Tensor as element k in argument 2", as 12 AARM specs' smoke runs did on an
+    H100. The run steps with the foreach kernel and logs the kernel it used."""
+    monkeypatch.chdir(tmp_path)
+    spec = str(ROOT / "experiments" / "aarm_table2.yaml")
+    assert main(["run", spec, "--smoke", "--no-progress", "--trial", "*alpha=0.1-in_channels=3*",
+                 "--set", "train.fused_optimizer=true"]) == 0  # fmt: skip
+    _, (run,) = _runs(tmp_path, "aarm_table2_ucf101_smoke")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.fused_optimizer"] == "False"
+
+
+def test_fused_kernels_are_kept_where_every_parameter_steps_every_time():
+    from harness.train.optim import fused_kernel_fits
+    from registry import build_model
+
+    stam = build_model("resnet2d_18", attention="aarm", placement="block", num_classes=5)
+    no_highlight = build_model("resnet2d_18", attention="aarm", placement="block",
+                               num_classes=5, chi=0.0)  # fmt: skip
+    eam = build_model("resnet3d_10", attention="eam", placement="stage_output", num_classes=5)
+    assert not fused_kernel_fits(stam, TrainSection())
+    assert fused_kernel_fits(stam, TrainSection(optimizer="adamw"))
+    assert fused_kernel_fits(stam, TrainSection(momentum=0.0))
+    assert fused_kernel_fits(no_highlight, TrainSection())
+    assert fused_kernel_fits(eam, TrainSection())
+
+
 @requires_gpu()
 @pytest.mark.gpu
 def test_a_cuda_trial_logs_its_stack_and_gpu_settings(tmp_path, monkeypatch):

@@ -80,7 +80,9 @@ class TrainSection:
 
     `batch_size` is the global batch: under `torchrun` each of the W ranks takes batch_size / W.
     The speed settings (`bf16`, `channels_last`, `fused_optimizer`, `cudnn_benchmark`) are `null`
-    by default, meaning on for a CUDA device and off on the CPU (`harness.train.step`);
+    by default, meaning on for a CUDA device and off on the CPU (`harness.train.step`); SGD with
+    momentum steps with the foreach kernel, whatever `fused_optimizer` says, for a model whose
+    parameters may sit out a step (AARM's STAM with χ > 0; the run logs `false`);
     `deterministic: true` asks for deterministic kernels (and sets `CUBLAS_WORKSPACE_CONFIG` on
     a GPU); `sync_every` is how many steps run between the checks of the loss for NaN.
     `normalisation` overrides `dataset.normalisation` for the trials it applies to (a recipe

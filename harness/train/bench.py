@@ -35,7 +35,7 @@ import itertools
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,7 +47,7 @@ from harness.data.cache import CacheReader, ClipCache
 from harness.data.clips import ClipProtocol, TrainClips
 from harness.data.datasets import Entry
 from harness.device import device_name, synchronize
-from harness.train.optim import make_optimizer
+from harness.train.optim import fused_kernel_fits, make_optimizer
 from harness.train.step import (
     Stepper,
     StepSettings,
@@ -122,7 +122,7 @@ def bench_train(
     batches = _batches(batch, shape, device)
     rate = matmul_tflops(device)
     loops = {
-        "run settings": resolve_settings(TrainSection(compile=compile_model), device),
+        "run settings": _run_settings(model, compile_model, device),
         "reference": StepSettings.reference(),
     }
     results = []
@@ -155,6 +155,15 @@ def bench_train(
         "loops": [asdict(r) for r in results],
         "speedup": optimised.clips_per_s / reference.clips_per_s,
     }  # fmt: skip
+
+
+def _run_settings(model, compile_model: bool, device: torch.device) -> StepSettings:
+    """A run's settings for `device`, as `run_trial` resolves them for this model."""
+    train = TrainSection(compile=compile_model)
+    settings = resolve_settings(train, device)
+    if settings.fused_optimizer and not fused_kernel_fits(model, train):
+        return replace(settings, fused_optimizer=False)
+    return settings
 
 
 def model_dims(backbone: str) -> int:

@@ -43,6 +43,18 @@ def make_optimizer(
     )  # fmt: skip
 
 
+def fused_kernel_fits(model: torch.nn.Module, train: TrainSection) -> bool:
+    """Whether torch's fused optimiser kernel can step `model`. Its SGD with momentum creates
+    every momentum buffer on the first step or none: a parameter whose first gradient comes on a
+    later step stops it ("expected Tensor as element k in argument 2", torch 2.11 to 2.13, CUDA
+    and CPU). AARM's STAM convolutions are such parameters where a step may take the highlight
+    branch (`may_skip_parameters`, χ > 0): those runs step with the foreach kernel. AdamW's
+    fused kernel starts each parameter's state on its own."""
+    if train.optimizer == "adamw" or train.momentum == 0:
+        return True
+    return not any(getattr(m, "may_skip_parameters", False) for m in model.modules())
+
+
 def eam_factor(epoch: int, warmup: int, milestones: list[int], gamma: float) -> float:
     """EAM eq. 12 for 1-based epoch t = `epoch` + 1: t/warmup while warming up, then ×gamma per
     milestone passed (lr = 1e-3·t/15 for t ≤ 15; 1e-3 to 45; 1e-4 to 75; 1e-5 to 100)."""

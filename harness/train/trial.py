@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,13 @@ from harness.train.inputs import (
     train_loader,
     trial_data,
 )
-from harness.train.optim import make_optimizer, make_schedule, set_trainable, step_schedule
+from harness.train.optim import (
+    fused_kernel_fits,
+    make_optimizer,
+    make_schedule,
+    set_trainable,
+    step_schedule,
+)
 from harness.train.stack import stack_report
 from harness.train.step import (
     Stepper,
@@ -101,6 +107,9 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
     with backend_flags(settings, group.device):
         _seed(trial.seed)
         model = prepare_model(_model(trial, train), settings, group.device)
+        if settings.fused_optimizer and not fused_kernel_fits(model, train):
+            settings = replace(settings, fused_optimizer=False)  # logged as run, not as asked
+            context = replace(context, settings=settings)
         optimizer = make_optimizer(model, train, fused=settings.fused_optimizer)
         schedule = make_schedule(optimizer, train)
         resume = checkpoint_path(spec.name, trial.key)

@@ -287,3 +287,36 @@ def test_stage_output_points_follow_the_placement_rule():
     with shapes_only():
         model = resolved.build()
     assert sorted(model.stage_attention) == ["res3", "res5"]
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, ceil_mode, shape",
+    [
+        (3, 2, 1, False, (2, 3, 7, 9, 9)),  # the 3D ResNets' stem
+        ((1, 2, 2), None, 0, False, (2, 3, 4, 8, 8)),  # C3D's pool1, non-local subsampling
+        ((2, 2, 2), None, (0, 1, 1), False, (1, 2, 3, 7, 7)),  # C3D's pool5
+        ((1, 2, 2), (1, 2, 2), 0, True, (1, 2, 3, 5, 7)),  # non-local's ceil_mode, odd sizes
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_separable_max_pooling_picks_the_values_and_gradient_elements_max_pool3d_picks(
+    kernel, stride, padding, ceil_mode, shape, channels_last
+):
+    """What a deterministic CUDA step pools with (`registry.max_pool3d`): integers in 0..3 make
+    ties common, so each box's first maximum in (t, h, w) order must be the one that takes the
+    gradient; integer upstream gradients keep every sum exact."""
+    import torch.nn.functional as F
+
+    from registry.max_pool3d import separable_max_pool3d
+
+    x = torch.randint(0, 4, shape, generator=torch.Generator().manual_seed(0)).float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    reference, separable = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected = F.max_pool3d(reference, kernel, stride, padding, ceil_mode=ceil_mode)
+    pooled = separable_max_pool3d(separable, kernel, stride, padding, ceil_mode)
+    assert pooled.shape == expected.shape and torch.equal(pooled, expected)
+    upstream = torch.randint(-3, 4, expected.shape, generator=torch.Generator().manual_seed(1))
+    expected.backward(upstream.float())
+    pooled.backward(upstream.float())
+    assert torch.equal(separable.grad, reference.grad)

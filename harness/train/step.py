@@ -85,7 +85,9 @@ def backend_flags(settings: StepSettings, device: torch.device) -> Iterator[None
     torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     torch.backends.cudnn.deterministic = settings.deterministic
     # an op with no deterministic kernel warns rather than fails (the global max pooling of the
-    # attention modules is an amax, which has one: tests/test_training_path.py checks on a GPU)
+    # attention modules is an amax, which has one, and the 3D max pooling of the stems, C3D and
+    # non-local is separable then, `registry.max_pool3d`: tests/test_training_path.py checks
+    # on a GPU)
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
     # torch's legacy TF32 flags, touched only for `ieee_fp32` (reading them raises after a mix
     # of torch's newer `fp32_precision` setters, which this code never calls)

@@ -32,11 +32,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from registry.attention.base import reduced_channels, register_attention
 from registry.errors import ConfigError
+from registry.max_pool3d import max_pool3d
 
 
 @register_attention("nonlocal", dims=(3,))
@@ -82,7 +82,7 @@ class NonLocal3d(nn.Module):
         if not self.subsample:
             return x
         window = (1, min(2, x.shape[3]), min(2, x.shape[4]))
-        return F.max_pool3d(x, window, stride=window, ceil_mode=self.ceil_mode)
+        return max_pool3d(x, window, stride=window, ceil_mode=self.ceil_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, t, h, w = x.shape

@@ -26,6 +26,7 @@ from registry.backbones.base import (
     head_points,
     no_attention,
 )
+from registry.max_pool3d import MaxPool3d
 from registry.placement import InsertionPoint
 
 # group → (convolution names, output width, pooling kernel, pooling padding)
@@ -49,7 +50,7 @@ class C3D(nn.Module):
             for name in convs:
                 self.add_module(name, nn.Conv3d(channels, width, 3, padding=1))
                 channels = width
-            self.add_module(f"pool{index}", nn.MaxPool3d(kernel, kernel, padding=padding))
+            self.add_module(f"pool{index}", MaxPool3d(kernel, kernel, padding=padding))
             module = attention_at(f"{group}.out")
             if module is not None:
                 self.stage_attention[group] = module

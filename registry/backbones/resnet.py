@@ -37,6 +37,7 @@ from registry.backbones.base import (
     head_points,
     no_attention,
 )
+from registry.max_pool3d import MaxPool3d
 from registry.placement import InsertionPoint
 
 STAGES = ("res2", "res3", "res4", "res5")
@@ -181,7 +182,7 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = BATCH_NORM[dims](64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = (nn.MaxPool3d if dims == 3 else nn.MaxPool2d)(3, stride=2, padding=1)
+        self.maxpool = (MaxPool3d if dims == 3 else nn.MaxPool2d)(3, stride=2, padding=1)
         self.stage_attention = nn.ModuleDict()
         for index, (stage, blocks, planes) in enumerate(
             zip(STAGES, layers, stage_planes, strict=True)

@@ -29,6 +29,7 @@ def test_bench_train_fed_from_the_clip_cache_waits_under_5_percent_for_data(tmp_
     root, split_dir = materialise("small")
     config = DatasetConfig("synthetic", root, split_dir=split_dir)
     build_cache(config, tmp_path / "cache", short_side=128)
+    capsys.readouterr()  # the dataset's and the cache's notes: not the command's output
     args = ["bench", "train", "resnet3d_50", "--batch", "32", "--steps", "20", "--cache",
             str(tmp_path / "cache"), "--json"]  # fmt: skip
     assert main(args) == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,7 +284,8 @@ def materialise(preset: str) -> tuple[Path, Path]:
         )
     out = _folder(preset)
     if not generated(preset):
-        print(f"generating the synthetic {preset} dataset into {out} (first use)")
+        note = f"generating the synthetic {preset} dataset into {out} (first use)"
+        print(note, file=sys.stderr)  # stdout may be a command's --json result
         write_synthetic(out, preset, seed=0)
     return out / "UCF-101", out / "ucfTrainTestlist"
 

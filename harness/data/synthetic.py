@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,8 +283,7 @@ def materialise(preset: str) -> tuple[Path, Path]:
         )
     out = _folder(preset)
     if not generated(preset):
-        note = f"generating the synthetic {preset} dataset into {out} (first use)"
-        print(note, file=sys.stderr)  # stdout may be a command's --json result
+        print(f"generating the synthetic {preset} dataset into {out} (first use)")
         write_synthetic(out, preset, seed=0)
     return out / "UCF-101", out / "ucfTrainTestlist"
 

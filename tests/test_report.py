@@ -480,3 +480,34 @@ def test_power_advice_is_for_the_effect_named_with_min_effect(tmp_path, monkeypa
     assert counted["runs_for_power"] == "7"  # a count, not 7.0
     assert main(["report", str(path), *given, "--min-effect", "0", "--out", "r"]) == 2
     assert "--min-effect 0.0: expected a difference in percentage points" in capsys.readouterr().err
+
+
+def _trained_row(label: str, top1: list[float], classes: int = 51):
+    """A report row with one finished run per accuracy in `top1` (fractions)."""
+    from harness.config.trial import Trial
+    from harness.report.rows import ReportRow
+    from harness.tracking.base import RunRecord
+    from registry import parse_placement
+
+    trials = [Trial("resnet3d_50", label, parse_placement("stage_output"), classes, 16, 112,
+                    split=1, seed=seed) for seed in range(len(top1))]  # fmt: skip
+    runs = [RunRecord(t.key, f"run{t.seed}", "FINISHED", {"video_top1": value}, {}, "", None)
+            for t, value in zip(trials, top1, strict=True)]  # fmt: skip
+    return ReportRow(label, trials[0].key, {}, trials, runs, name=label)
+
+
+def test_rows_under_twice_chance_are_said_to_have_barely_learned():
+    """The H100 study's 3 epochs: 51 classes, every row 2.9 to 3.5 % (chance 2.0 %)."""
+    from harness.report.table import chance_note
+
+    near_chance = [
+        _trained_row("none", [0.020, 0.042, 0.027]),
+        _trained_row("se", [0.039, 0.046, 0.022]),
+    ]
+    note = chance_note(near_chance)
+    assert note.startswith("Chance: 1/51 = 2.0 %") and "barely learned" in note
+    assert "the highest is 3.6 %" in note  # se's mean
+    learned = [*near_chance, _trained_row("eam", [0.05, 0.04, 0.03])]
+    assert chance_note(learned) == "Chance: 1/51 = 2.0 % (a uniform guess among the 51 classes)."
+    assert chance_note([_trained_row("none", [0.2]), _trained_row("se", [0.3], classes=5)]) is None
+    assert chance_note([]) is None

@@ -96,7 +96,32 @@ def table_notes(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> 
             f"Our accuracy is on {dataset_label(spec)} data, not on a dataset of the paper: "
             "it is not comparable with the paper's accuracy columns."
         )
+    chance = chance_note(rows)
+    if chance:
+        lines.append(chance)
     return "\n".join(f"- {line}" for line in lines)
+
+
+def chance_note(rows: list[ReportRow]) -> str | None:
+    """Chance for the rows' number of classes, and a warning where no row's mean video top-1
+    reaches twice it: models that have barely learned the task say little about their modules."""
+    trained = [row for row in rows if row.has_network and row.runs]
+    classes = {trial.num_classes for row in trained for trial in row.trials}
+    means = [float(np.mean(values)) for row in trained
+             if (values := [r.metrics["video_top1"] * 100 for r in row.runs
+                            if "video_top1" in r.metrics])]  # fmt: skip
+    if len(classes) != 1 or not means:
+        return None
+    (count,) = classes
+    chance = 100 / count
+    note = f"Chance: 1/{count} = {chance:.1f} % (a uniform guess among the {count} classes)."
+    if max(means) >= 2 * chance:
+        return note
+    return (
+        f"{note} **No row's mean reaches twice chance (the highest is {max(means):.1f} %): these "
+        "models have barely learned the task, and their differences say little about their "
+        "modules.** Train longer (`train.epochs`) before comparing them."
+    )
 
 
 def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list[Column]:

@@ -12,9 +12,12 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export HARNESS_SHARED=$PWD/.gpu/shared HARNESS_CACHE=/tmp/harness-cache
 export HARNESS_GIT_COMMIT=$(cat .gpu/commit 2>/dev/null || echo unknown)
+# the machine's copy may hold a .git of the commit the session began at: runs take .gpu/commit
+export GIT_DIR=$PWD/.gpu/no-git
 CORES=$(nproc)
 WORK=/tmp/proof  # outside the checkout; the study's store lives here (its artifact paths too)
-mkdir -p "$WORK"
+LOGS=$WORK/logs  # each step's log; $OUT/logs.tar gathers them ($OUT returns 8 files at most)
+mkdir -p "$WORK" "$LOGS"
 
 setup() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -30,26 +33,27 @@ setup() {
 
 harness() { python3 -m harness "$@"; }
 
-timed() {  # timed NAME SECONDS COMMAND...: runs it under a time limit, logs to $OUT/NAME.log
+timed() {  # timed NAME SECONDS COMMAND...: runs it under a time limit, logs to $LOGS/NAME.log
   local name=$1 limit=$2 started=$SECONDS
   shift 2
-  timeout --kill-after=20 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout --kill-after=20 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local code=$?
   echo "$name: exit $code in $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+  tar -rf "$OUT/logs.tar" -C "$LOGS" "$name.log"  # appended as each step ends
   return $code
 }
 
 step_gpu_tests() {  # NCCL's warnings, should the one-rank NCCL group fail in this machine
   NCCL_DEBUG=WARN timed gpu-tests "${GPU_TESTS_S:-300}" python3 -m pytest -m gpu -q -rs \
     -p no:cacheprovider
-  tail -n 15 "$OUT/gpu-tests.log"
+  tail -n 15 "$LOGS/gpu-tests.log"
 }
 
 step_suite() {  # the rest of the suite, on the CPU path (tests/conftest.py); the gpu tests ran
   # alone in gpu-tests: their timings beside 15 busy workers would measure the contention
   timed suite "${SUITE_S:-420}" python3 -m pytest -q -n "$CORES" --dist load -rs -m "not gpu" \
     -p no:cacheprovider --junitxml="$OUT/suite.xml"
-  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/suite.log" | tail -n 40
+  grep -E "^(FAILED|ERROR)|passed|failed" "$LOGS/suite.log" | tail -n 40
 }
 
 step_bench() {  # training throughput, EAM's overhead, then the data path against it
@@ -66,27 +70,39 @@ step_bench() {  # training throughput, EAM's overhead, then the data path agains
   timed bench-train-cache "${BENCH_S:-150}" harness bench train resnet3d_50 --frames 16 \
     --size 112 --batch 32 --cache "$bench/cache" --json
   local rate
-  rate=$(python3 tools/gpu/environment.py --clips-per-s "$OUT/bench-train-r50.log")
+  rate=$(python3 tools/gpu/environment.py --clips-per-s "$LOGS/bench-train-r50.log")
   timed bench-data "${BENCH_S:-150}" harness bench data synthetic --root "$bench/UCF-101" \
     --split-dir "$bench/ucfTrainTestlist" --prepared "$bench/frames" --cache "$bench/cache" \
     --workers "$CORES" --cores "$CORES" --train-rate "${rate:-1000}"
-  tail -n 30 "$OUT"/bench-train-*.log "$OUT/bench-data.log" | grep -v '^ *"' | tail -n 60
+  tail -n 30 "$LOGS"/bench-train-*.log "$LOGS/bench-data.log" | grep -v '^ *"' | tail -n 60
 }
 
-step_smoke() {  # every spec's smoke run, four specs at a time, each into its own store; a
-  # one-at-a-time sweep claims the GPU's only slot machine-wide (harness.execute.gpus), so each
-  # runs two trials at a time in a pool of eight slots: at most eight trials share the GPU
-  local smoke=$WORK/smoke started=$SECONDS
-  mkdir -p "$smoke"
-  ls experiments/*.yaml | xargs -P 4 -I{} bash -c '
-    spec={}; name=$(basename "$spec" .yaml); begun=$SECONDS
-    timeout '"${SMOKE_S:-400}"' python3 -m harness run "$spec" --smoke --no-progress \
-      --jobs 2 --per-gpu 8 --tracking-uri "sqlite:///'"$smoke"'/$name.db" >"'"$OUT"'/smoke-$name.log" 2>&1
-    echo "$name exit $? in $((SECONDS - begun)) s"' | sort | tee "$OUT/smoke.txt"
-  local failed
-  failed=$(grep -cv " exit 0 in" "$OUT/smoke.txt")
-  echo "smoke (every spec): exit $failed in $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
-  tar -czf "$OUT/smoke-logs.tgz" -C "$OUT" $(cd "$OUT" && ls smoke-*.log) && rm -f "$OUT"/smoke-*.log
+smoke_one() {  # smoke_one SPEC: its smoke run into its own store, two trials at a time in a
+  # pool of 16 slots (a one-at-a-time sweep would claim the GPU's only slot machine-wide,
+  # harness.execute.gpus); a line in smoke.txt as it ends
+  local name begun=$SECONDS
+  name=$(basename "$1" .yaml)
+  timeout --kill-after=10 "${SMOKE_S:-240}" python3 -m harness run "$1" --smoke --no-progress \
+    --jobs 2 --per-gpu 16 --tracking-uri "sqlite:///$WORK/smoke/$name.db" \
+    >"$LOGS/smoke-$name.log" 2>&1
+  echo "$name exit $? in $((SECONDS - begun)) s" | tee -a "$OUT/smoke.txt"
+}
+
+step_smoke() {  # every spec's smoke run, SMOKE_P at a time; SMOKE_TOTAL_S bounds the step, and
+  # a spec without its line in smoke.txt by then counts as failed
+  local started=$SECONDS specs
+  specs=$(ls experiments/*.yaml | wc -l)
+  mkdir -p "$WORK/smoke"
+  export -f smoke_one
+  export WORK LOGS OUT SMOKE_S
+  ls experiments/*.yaml | timeout "${SMOKE_TOTAL_S:-400}" xargs -P "${SMOKE_P:-8}" -n 1 \
+    bash -c 'smoke_one "$0"'
+  pkill -f "harness run experiments/.* --smoke" && sleep 5  # each spec's timeout, cut short
+  local passed
+  passed=$(grep -c " exit 0 in" "$OUT/smoke.txt" 2>/dev/null)
+  echo "smoke (every spec): exit $((specs - ${passed:-0})) in $((SECONDS - started)) s" \
+    | tee -a "$OUT/steps.txt"
+  tar -rf "$OUT/logs.tar" -C "$LOGS" $(cd "$LOGS" && ls smoke-*.log)
 }
 
 step_prepare() {  # the study's `large` preset and clip cache, built with every core before
@@ -102,7 +118,7 @@ step_study() {  # EAM Table 4's ResNet-50 rows, 3 seeds, on synthetic `large`
   [ -n "${EPOCHS:-}" ] && epochs=(--set "train.epochs=$EPOCHS")
   (cd "$WORK" && timed study "${STUDY_S:-420}" python3 -m harness run "$OLDPWD/$spec" \
     --no-progress --jobs "${JOBS:-3}" --per-gpu "${JOBS:-3}" "${epochs[@]}")
-  tail -n 25 "$OUT/study.log"
+  tail -n 25 "$LOGS/study.log"
   tar -czf "$OUT/study-store.tgz" -C "$WORK" mlflow.db mlruns 2>/dev/null
 }
 

@@ -1,15 +1,15 @@
-"""3D max pooling that stays deterministic on a GPU: the 3D ResNets' stem (Hara et al.), C3D's
-pools (Tran et al.) and the non-local block's subsampling (Wang et al.) use it.
+"""3D max pooling that stays deterministic on a GPU: the 3D ResNets' stem (Hara et al.), C3D's pools
+(Tran et al.) and the non-local block's subsampling (Wang et al.) use it.
 
 CUDA's `max_pool3d` backward adds each window's gradient with atomics: under
-`torch.use_deterministic_algorithms` torch 2.11 warns that it has no deterministic kernel (an
-H100's `train.deterministic` steps stopped there). When deterministic algorithms are on and the
-tensor is on CUDA, `max_pool3d` pools each frame's (H, W) with a 2D max pooling, then T with
-another. A box's maximum is the maximum over its frames of each frame's window maximum, and both
-ways scan (t, h, w) in order and keep the first maximum, so the values and the element that takes
-the gradient are the same, ties included. 2D max pooling's CUDA backward gathers per input
-element, which is deterministic. Everywhere else it is `F.max_pool3d`, so the models, their FLOP
-counts and their weights are unchanged.
+`torch.use_deterministic_algorithms` torch 2.11 warns that it has no deterministic kernel (on an
+H100, `train.deterministic` steps warned there, and their weights could differ run to run). When
+deterministic algorithms are on and the tensor is on CUDA, `max_pool3d` pools each frame's (H, W)
+with a 2D max pooling, then T with another. A box's maximum is the maximum over its frames of each
+frame's window maximum, and both ways scan (t, h, w) in order and keep the first maximum, so the
+values and the element that takes the gradient are the same, ties included. 2D max pooling's CUDA
+backward gathers per input element, which is deterministic. Everywhere else it is `F.max_pool3d`, so
+the models, their FLOP counts and their weights are unchanged.
 """
 
 from __future__ import annotations

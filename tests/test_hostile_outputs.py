@@ -95,6 +95,21 @@ def test_a_cache_folder_of_another_dataset_is_not_rebuilt_over(tmp_path, monkeyp
     assert [p.name for p in held.iterdir()] == ["index.json"]
 
 
+def test_a_folder_that_is_no_clip_cache_is_not_built_into(tmp_path, monkeypatch, capsys):
+    """A mistyped --out (or dataset.cache) naming a folder of the user's: refused before any
+    file is written there, and a build's cleanup (`*.partial`) touches none of its files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    mine = tmp_path / "downloads"
+    mine.mkdir()
+    for name in ("notes.txt", "film.mp4.partial"):
+        (mine / name).write_text("the user's")
+    assert main(["data", "cache", "synthetic", "--root", "videos", "--out", "downloads"]) == 2
+    one_paragraph_error(capsys, "'downloads' is not a clip cache folder", "2 file(s) of its own",
+                        "'film.mp4.partial', 'notes.txt'", "another folder")  # fmt: skip
+    assert sorted(p.name for p in mine.iterdir()) == ["film.mp4.partial", "notes.txt"]
+
+
 # Every --out, under a file or in a file system that takes no folders: one paragraph naming the
 # flag and the blocking path, before anything runs (a bare "Not a directory." before).
 DATA = ["synthetic", "--root", "r"]

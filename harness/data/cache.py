@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from shlex import quote
 
@@ -288,6 +289,7 @@ def build_cache(
     One build at a time per folder (a lock file); a build with nothing to decode or drop
     leaves the store as it is."""
     _require_same_root(out, config.root)
+    _require_cache_folder(out)
     _, train, test = open_dataset(config)
     require_any_present(config, train + test)  # a mistyped --root: would drop every video
     entries = list({e.found: e for e in train + test if e.found is not None}.values())
@@ -357,6 +359,34 @@ def _require_same_root(out: Path, root: Path) -> None:
             f"{str(out)!r} holds the clip cache of {held!r}; building the cache of "
             f"{str(root.resolve())!r} there would delete it. Give another folder (--out; the "
             "default is one folder per root and short side)."
+        )
+
+
+# what a build writes into its folder: the index, the lock, frames files, a killed build's partials
+OWNED = (
+    INDEX_FILE,
+    LOCK_FILE,
+    "frames*.u8",  # an older version's `frames.u8` too
+    "frames*.u8.partial",
+    f"{INDEX_FILE}.frames-*.partial",
+)
+
+
+def _require_cache_folder(out: Path) -> None:
+    """A clip cache is built in a new or empty folder, or over a clip cache: in any other folder
+    (a mistyped --out or dataset.cache, the videos' parent) its files would lie among the
+    folder's own, and a build removes what it takes for its leftovers (`*.partial`)."""
+    try:
+        others = sorted(e.name for e in out.iterdir() if not any(fnmatch(e.name, p) for p in OWNED))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # made by the build; a file in the way is refused where the folder is made
+    if others:
+        shown = ", ".join(repr(name) for name in others[:3]) + (", ..." if others[3:] else "")
+        raise DataError(
+            f"{str(out)!r} is not a clip cache folder: it holds {len(others)} file(s) of its own "
+            f"({shown}), and a clip cache is built only in a new or empty folder or over a clip "
+            "cache. Give another folder (--out, or dataset.cache), or leave it out for the default "
+            "under HARNESS_CACHE."
         )
 
 

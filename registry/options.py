@@ -68,12 +68,24 @@ def check_value(where: str, annotation: Any, value: Any) -> Any:
     """`value` if it fits `annotation` (ints are accepted as floats), else `ConfigError`."""
     if _fits(annotation, value):
         return float(value) if annotation is float else value
+    hint = yaml_boolean_hint(value)  # a bool that fits a bool option returned above
     if typing.get_origin(annotation) is Literal:
         expected = _type_name(annotation)
-        raise ConfigError(f"{where} = {value!r} is not accepted: expected {expected}.")
+        raise ConfigError(f"{where} = {value!r} is not accepted: expected {expected}.{hint}")
     raise ConfigError(
         f"{where} = {value!r} has the wrong type: expected {_type_name(annotation)}, "
-        f"got {_got(value)}."
+        f"got {_got(value)}.{hint}"
+    )
+
+
+def yaml_boolean_hint(value: Any) -> str:
+    """For a boolean where a word was expected: YAML 1.1 (PyYAML's) reads unquoted yes/no,
+    on/off and true/false as booleans, so `attention: [no, se]` holds False, not "no"."""
+    if not isinstance(value, bool):
+        return ""
+    return (
+        " YAML reads an unquoted no, off or false (yes, on, true) as a boolean: quote the word "
+        '("off") to give it as a name.'
     )
 
 

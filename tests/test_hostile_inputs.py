@@ -198,6 +198,16 @@ BAD_TEXTS = {
         "'num_classes' appears twice",
     ),
     "not YAML": ("name: [unclosed\n", "not valid YAML"),
+    "no attention written as YAML's boolean no": (
+        "name: hostile\nmodel: {num_classes: 5}\n"
+        "grid: {backbone: [resnet3d_10], attention: [no, se]}\n",
+        "got False. YAML reads an unquoted no",
+    ),
+    "an option's word read as YAML's boolean off": (
+        "name: hostile\nmodel: {num_classes: 5}\n"
+        "grid: {backbone: [resnet2d_18], attention: [aarm], placement: [block], fusion: [off]}\n",
+        'quote the word ("off")',
+    ),
     "a number as an option name": (
         "name: hostile\nmodel: {num_classes: 5, options: {1: 2}}\n"
         "grid: {backbone: [resnet3d_10]}\n",

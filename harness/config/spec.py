@@ -68,7 +68,7 @@ from registry import (
     ConfigError,
     parse_placement,
 )
-from registry.options import check_value, options_of
+from registry.options import check_value, options_of, yaml_boolean_hint
 
 TOP_LEVEL_KEYS = (
     "name", "description", "model", "grid", "include", "exclude", "reference",
@@ -502,7 +502,9 @@ def _check_registered(where: _Where, axis: str, values: list[Any], key: str) -> 
     registry = {"backbone": BACKBONES, "attention": ATTENTION}.get(axis)
     for value in values if registry is not None else []:
         if not isinstance(value, str):
-            raise where.error(key, f"expected a registry name, got {value!r}.")
+            none = " (no attention module: none)" if axis == "attention" else ""
+            raise where.error(key, f"expected a registry name{none}, got {value!r}."
+                                   f"{yaml_boolean_hint(value)}")  # fmt: skip
         if value not in registry:
             raise where.error(key, registry.unknown_message(value))
 
@@ -755,5 +757,5 @@ class _Where:
         found = value[key]
         if not isinstance(found, kind) or isinstance(found, bool) and kind is not bool:
             problem = f"expected {_kind_name(kind)}, got {found!r} ({type(found).__name__})."
-            raise self.error(prefix + key, problem)
+            raise self.error(prefix + key, problem + yaml_boolean_hint(found))
         return found

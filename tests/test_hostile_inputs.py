@@ -452,6 +452,16 @@ def test_a_cache_or_checkpoints_folder_that_cannot_be_written_is_named_before_an
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_missing_split_files_are_named_before_any_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "UCF-101" / "Climb").mkdir(parents=True)
+    dataset = {"name": "ucf101", "root": "UCF-101", "split_dir": "lists"}
+    spec = str(write_spec(tmp_path, {"dataset": dataset}))
+    assert main(["run", spec]) == 2
+    one_paragraph_error(capsys, spec, "lists")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
+
+
 def test_exponent_floats_read_as_numbers_in_specs_and_overrides(tmp_path):
     """PyYAML alone reads `1e-3` as a string, which the float keys then refuse."""
     spec = write_spec(tmp_path, {"train.lr": "LR"})

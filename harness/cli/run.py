@@ -16,6 +16,7 @@ from harness.config.advice import spec_warnings
 from harness.config.smoke import warn_dropped_weights
 from harness.config.spec import load_spec, select_trials
 from harness.data.datasets import cache_dir
+from harness.execute.preflight import preflight
 from harness.execute.sweep import run_spec
 from harness.folders import folder_problem, nearest_existing
 from harness.tracking import open_store, tracking_uri
@@ -102,13 +103,16 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if not group.main:
             barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
+        checked = group.main and not args.dry_run and spec.dataset is not None
+        if checked:
+            preflight(spec)  # missing data, weights or split files: said before a store exists
         uncreated = uncreated_sqlite(uri) if args.dry_run else None  # a dry run creates none
         store = None if uncreated else open_store(uri, spec.name)
         if group.main:
             barrier()
         summary = run_spec(spec, store, dry_run=args.dry_run, progress=not args.no_progress,
-                           jobs=args.jobs, scheduler=args.scheduler,
-                           per_gpu=args.per_gpu)  # fmt: skip
+                           jobs=args.jobs, scheduler=args.scheduler, per_gpu=args.per_gpu,
+                           preflighted=checked)  # fmt: skip
     finally:
         leave()
     if group.main:  # under torchrun, one summary

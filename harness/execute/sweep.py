@@ -76,16 +76,17 @@ class Summary:
 
 def run_spec(
     spec: Spec, store: Store | None, *, dry_run: bool = False, progress: bool = True, jobs: int = 1,
-    scheduler: str | None = None, per_gpu: int = 1,
+    scheduler: str | None = None, per_gpu: int = 1, preflighted: bool = False,
 ) -> Summary:  # fmt: skip
     """Run every unfinished trial: one after another, in `jobs` local processes (joblib), or
     on the Dask cluster at `scheduler`; `per_gpu` trials may share one GPU. `store` is None only
-    for a dry run against a store not created yet."""
+    for a dry run against a store not created yet; `preflighted`: the caller ran `preflight`
+    (before it opened the store)."""
     if spec.dataset is None:
         raise SpecError(f"{spec.path}: key 'dataset' is missing: this spec can only be profiled.")
     summary = Summary()
     _check_batches(spec)
-    if not dry_run:
+    if not dry_run and not preflighted:
         preflight(spec)
     todo = _todo(spec, store, summary, dry_run=dry_run)
     if dry_run:

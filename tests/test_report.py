@@ -508,6 +508,11 @@ def test_rows_under_twice_chance_are_said_to_have_barely_learned():
     assert note.startswith("Chance: 1/51 = 2.0 %") and "barely learned" in note
     assert "the highest is 3.6 %" in note  # se's mean
     learned = [*near_chance, _trained_row("eam", [0.05, 0.04, 0.03])]
-    assert chance_note(learned) == "Chance: 1/51 = 2.0 % (a uniform guess among the 51 classes)."
+    assert chance_note(learned) == "Chance: 1/51 = 2.0 % (a uniform guess among the classes)."
+    two_classes = [_trained_row("none", [0.93], classes=2), _trained_row("se", [0.95], classes=2)]
+    assert "barely" not in chance_note(two_classes)  # twice 50 % cannot be reached: 75 % is
+    assert "barely" in chance_note([_trained_row("none", [0.6], classes=2)])
+    many = chance_note([_trained_row("none", [0.0039], classes=400)])
+    assert "= 0.25 %" in many and "the highest is 0.39 %" in many
     assert chance_note([_trained_row("none", [0.2]), _trained_row("se", [0.3], classes=5)]) is None
     assert chance_note([]) is None

@@ -104,7 +104,8 @@ def table_notes(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> 
 
 def chance_note(rows: list[ReportRow]) -> str | None:
     """Chance for the rows' number of classes, and a warning where no row's mean video top-1
-    reaches twice it: models that have barely learned the task say little about their modules."""
+    reaches twice it (halfway from chance to 100 % for fewer than 3 classes): models that have
+    barely learned the task say little about their modules."""
     trained = [row for row in rows if row.has_network and row.runs]
     classes = {trial.num_classes for row in trained for trial in row.trials}
     means = [float(np.mean(values)) for row in trained
@@ -114,14 +115,19 @@ def chance_note(rows: list[ReportRow]) -> str | None:
         return None
     (count,) = classes
     chance = 100 / count
-    note = f"Chance: 1/{count} = {chance:.1f} % (a uniform guess among the {count} classes)."
-    if max(means) >= 2 * chance:
+    note = f"Chance: 1/{count} = {_percent(chance)} % (a uniform guess among the classes)."
+    if max(means) >= min(2 * chance, (100 + chance) / 2):
         return note
     return (
-        f"{note} **No row's mean reaches twice chance (the highest is {max(means):.1f} %): these "
-        "models have barely learned the task, and their differences say little about their "
-        "modules.** Train longer (`train.epochs`) before comparing them."
+        f"{note} **No row's mean reaches twice chance (the highest is {_percent(max(means))} %): "
+        "these models have barely learned the task, and their differences say little about "
+        "their modules.** Train longer (`train.epochs`) before comparing them."
     )
+
+
+def _percent(value: float) -> str:
+    """One decimal, or two significant digits below 1 (chance among 400 classes is 0.25 %)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
 def columns(spec: Spec, rows: list[ReportRow], counted: dict[str, dict]) -> list[Column]:

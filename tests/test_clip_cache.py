@@ -727,3 +727,22 @@ def test_a_failed_video_is_reported_unreadable_and_decoded_again(tiny, tmp_path)
         handle.truncate(frames.stat().st_size // 2)
     with pytest.raises(DataError, match="is damaged: frames-.* bytes, the index needs"):
         ClipCache(out)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["index.json", ".lock", "frames-0a1b.u8", "frames-0a1b.u8.partial"],
+        ["frames.u8", "frames.u8.123.partial", "index.json.123.partial"],  # an older version's
+        [".nfs0000000001a2b3c400000001", "lost+found"],  # NFS's removed-while-open, a mount's
+    ],
+)
+def test_a_folder_holding_only_what_a_cache_leaves_is_built_over(names, tmp_path):
+    from harness.data.cache import _require_cache_folder
+
+    for name in names:
+        (tmp_path / name).write_text("x")
+    _require_cache_folder(tmp_path)  # no DataError
+    (tmp_path / "notes.txt").write_text("the user's")
+    with pytest.raises(DataError, match="1 file\\(s\\) of its own \\('notes.txt'\\)"):
+        _require_cache_folder(tmp_path)

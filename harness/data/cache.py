@@ -362,14 +362,11 @@ def _require_same_root(out: Path, root: Path) -> None:
         )
 
 
-# what a build writes into its folder: the index, the lock, frames files, a killed build's partials
-OWNED = (
-    INDEX_FILE,
-    LOCK_FILE,
-    "frames*.u8",  # an older version's `frames.u8` too
-    "frames*.u8.partial",
-    f"{INDEX_FILE}.frames-*.partial",
-)
+# what may lie in a cache folder: what a build writes (the index, the lock, frames files; a killed
+# build's partials, `frames.u8.<pid>.partial` in older versions) and what the file system adds
+# (NFS keeps a frames file removed while a trial still reads it as `.nfs…`; a mount's lost+found)
+OWNED = (INDEX_FILE, LOCK_FILE, "frames*.u8", "frames*.partial", f"{INDEX_FILE}*.partial", ".nfs*",
+         "lost+found")  # fmt: skip
 
 
 def _require_cache_folder(out: Path) -> None:
@@ -382,11 +379,13 @@ def _require_cache_folder(out: Path) -> None:
         return  # made by the build; a file in the way is refused where the folder is made
     if others:
         shown = ", ".join(repr(name) for name in others[:3]) + (", ..." if others[3:] else "")
+        default = "" if lies_within(out, cache_dir()) else (
+            ", or leave it out for the default under HARNESS_CACHE"
+        )  # fmt: skip
         raise DataError(
             f"{str(out)!r} is not a clip cache folder: it holds {len(others)} file(s) of its own "
             f"({shown}), and a clip cache is built only in a new or empty folder or over a clip "
-            "cache. Give another folder (--out, or dataset.cache), or leave it out for the default "
-            "under HARNESS_CACHE."
+            f"cache. Give another folder (--out, or dataset.cache){default}."
         )
 
 

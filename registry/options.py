@@ -68,7 +68,12 @@ def check_value(where: str, annotation: Any, value: Any) -> Any:
     """`value` if it fits `annotation` (ints are accepted as floats), else `ConfigError`."""
     if _fits(annotation, value):
         return float(value) if annotation is float else value
-    hint = yaml_boolean_hint(value)  # a bool that fits a bool option returned above
+    words = (
+        annotation is str
+        or typing.get_origin(annotation) is Literal
+        or (str in typing.get_args(annotation))
+    )
+    hint = yaml_boolean_hint(value) if words else ""  # quoting gives a word, not a number
     if typing.get_origin(annotation) is Literal:
         expected = _type_name(annotation)
         raise ConfigError(f"{where} = {value!r} is not accepted: expected {expected}.{hint}")
@@ -85,7 +90,7 @@ def yaml_boolean_hint(value: Any) -> str:
         return ""
     return (
         " YAML reads an unquoted no, off or false (yes, on, true) as a boolean: quote the word "
-        '("off") to give it as a name.'
+        'you wrote (e.g. "no") to give it as a word.'
     )
 
 

@@ -206,7 +206,7 @@ BAD_TEXTS = {
     "an option's word read as YAML's boolean off": (
         "name: hostile\nmodel: {num_classes: 5}\n"
         "grid: {backbone: [resnet2d_18], attention: [aarm], placement: [block], fusion: [off]}\n",
-        'quote the word ("off")',
+        'quote the word you wrote (e.g. "no")',
     ),
     "a number as an option name": (
         "name: hostile\nmodel: {num_classes: 5, options: {1: 2}}\n"
@@ -459,6 +459,15 @@ def test_missing_split_files_are_named_before_any_store(tmp_path, monkeypatch, c
     spec = str(write_spec(tmp_path, {"dataset": dataset}))
     assert main(["run", spec]) == 2
     one_paragraph_error(capsys, spec, "lists")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_spec_without_a_dataset_is_refused_before_any_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    profile_only = {key: TINY[key] for key in ("name", "model", "grid")}  # as table4.yaml
+    spec = str(write_spec(tmp_path, text=yaml.safe_dump(profile_only)))
+    assert main(["run", spec]) == 2
+    one_paragraph_error(capsys, spec, "key 'dataset' is missing", "can only be profiled")
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
 
 

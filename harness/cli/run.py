@@ -17,7 +17,7 @@ from harness.config.smoke import warn_dropped_weights
 from harness.config.spec import load_spec, select_trials
 from harness.data.datasets import cache_dir
 from harness.execute.preflight import preflight
-from harness.execute.sweep import run_spec
+from harness.execute.sweep import require_dataset, run_spec
 from harness.folders import folder_problem, nearest_existing
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import sqlite_path, uncreated_sqlite
@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     for line in [] if args.smoke else spec_warnings(spec):  # --smoke shrinks them on purpose
         print(f"warning: {line}", file=sys.stderr)
     spec = select_trials(spec, args.trial)
+    require_dataset(spec)  # before a store is made for a spec that trains nothing
     uri = tracking_uri(args.tracking_uri, spec.tracking.uri)
     _require_working_folders(written=not args.dry_run)
     started = time.perf_counter()
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if not group.main:
             barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
-        checked = group.main and not args.dry_run and spec.dataset is not None
+        checked = group.main and not args.dry_run
         if checked:
             preflight(spec)  # missing data, weights or split files: said before a store exists
         uncreated = uncreated_sqlite(uri) if args.dry_run else None  # a dry run creates none

@@ -757,5 +757,6 @@ class _Where:
         found = value[key]
         if not isinstance(found, kind) or isinstance(found, bool) and kind is not bool:
             problem = f"expected {_kind_name(kind)}, got {found!r} ({type(found).__name__})."
-            raise self.error(prefix + key, problem + yaml_boolean_hint(found))
+            word = kind is str or isinstance(kind, tuple) and str in kind
+            raise self.error(prefix + key, problem + (yaml_boolean_hint(found) if word else ""))
         return found

@@ -82,8 +82,7 @@ def run_spec(
     on the Dask cluster at `scheduler`; `per_gpu` trials may share one GPU. `store` is None only
     for a dry run against a store not created yet; `preflighted`: the caller ran `preflight`
     (before it opened the store)."""
-    if spec.dataset is None:
-        raise SpecError(f"{spec.path}: key 'dataset' is missing: this spec can only be profiled.")
+    require_dataset(spec)
     summary = Summary()
     _check_batches(spec)
     if not dry_run and not preflighted:
@@ -103,6 +102,12 @@ def run_spec(
     if distributed.current().main:
         summary.fused += fuse_finished(spec, store)
     return summary
+
+
+def require_dataset(spec: Spec) -> None:
+    """A spec without `dataset` trains nothing: a `SpecError` saying it can only be profiled."""
+    if spec.dataset is None:
+        raise SpecError(f"{spec.path}: key 'dataset' is missing: this spec can only be profiled.")
 
 
 def _kill_orphans(spec: Spec, store: Store, trials: list[Trial]) -> None:

@@ -511,7 +511,9 @@ def test_rows_under_twice_chance_are_said_to_have_barely_learned():
     assert chance_note(learned) == "Chance: 1/51 = 2.0 % (a uniform guess among the classes)."
     two_classes = [_trained_row("none", [0.93], classes=2), _trained_row("se", [0.95], classes=2)]
     assert "barely" not in chance_note(two_classes)  # twice 50 % cannot be reached: 75 % is
-    assert "barely" in chance_note([_trained_row("none", [0.6], classes=2)])
+    assert "No row's mean reaches halfway to 100 % (the highest is 60.0 %)" in chance_note(
+        [_trained_row("none", [0.6], classes=2)]
+    )
     many = chance_note([_trained_row("none", [0.0039], classes=400)])
     assert "= 0.25 %" in many and "the highest is 0.39 %" in many
     assert chance_note([_trained_row("none", [0.2]), _trained_row("se", [0.3], classes=5)]) is None

@@ -116,10 +116,11 @@ def chance_note(rows: list[ReportRow]) -> str | None:
     (count,) = classes
     chance = 100 / count
     note = f"Chance: 1/{count} = {_percent(chance)} % (a uniform guess among the classes)."
-    if max(means) >= min(2 * chance, (100 + chance) / 2):
+    bar, named = min((2 * chance, "twice chance"), ((100 + chance) / 2, "halfway to 100 %"))
+    if max(means) >= bar:
         return note
     return (
-        f"{note} **No row's mean reaches twice chance (the highest is {_percent(max(means))} %): "
+        f"{note} **No row's mean reaches {named} (the highest is {_percent(max(means))} %): "
         "these models have barely learned the task, and their differences say little about "
         "their modules.** Train longer (`train.epochs`) before comparing them."
     )

@@ -35,7 +35,7 @@ import itertools
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -47,7 +47,7 @@ from harness.data.cache import CacheReader, ClipCache
 from harness.data.clips import ClipProtocol, TrainClips
 from harness.data.datasets import Entry
 from harness.device import device_name, synchronize
-from harness.train.optim import fused_kernel_fits, make_optimizer
+from harness.train.optim import fitted_kernel, make_optimizer
 from harness.train.step import (
     Stepper,
     StepSettings,
@@ -160,10 +160,7 @@ def bench_train(
 def _run_settings(model, compile_model: bool, device: torch.device) -> StepSettings:
     """A run's settings for `device`, as `run_trial` resolves them for this model."""
     train = TrainSection(compile=compile_model)
-    settings = resolve_settings(train, device)
-    if settings.fused_optimizer and not fused_kernel_fits(model, train):
-        return replace(settings, fused_optimizer=False)
-    return settings
+    return fitted_kernel(resolve_settings(train, device), model, train)
 
 
 def model_dims(backbone: str) -> int:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Subset
 from harness.analysis.metrics import ClipScoreAccumulator
 from harness.device import default_device
 from registry import ConfigError
+from registry.attention.base import may_skip_parameters
 
 # How long a rank waits at a collective for the others. What rank 0 does alone (writing a
 # checkpoint, uploading the weights artifact to a tracking server) happens between collectives
@@ -138,9 +139,8 @@ def wrap(model: torch.nn.Module, group: Group) -> torch.nn.Module:
     if not group.launched:
         return model
     ids = [group.device.index] if group.device.type == "cuda" else None
-    skips = any(getattr(m, "may_skip_parameters", False) for m in model.modules())
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=skips
+        model, device_ids=ids, find_unused_parameters=may_skip_parameters(model)
     )
 
 

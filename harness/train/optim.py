@@ -4,10 +4,14 @@ SGD; AdamW and cosine for short CPU runs)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from harness.config.sections import TrainSection
+from harness.train.step import StepSettings
 from registry import ConfigError
+from registry.attention.base import may_skip_parameters
 from registry.checkpoints import is_attention_key
 
 Schedule = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -52,7 +56,16 @@ def fused_kernel_fits(model: torch.nn.Module, train: TrainSection) -> bool:
     fused kernel starts each parameter's state on its own."""
     if train.optimizer == "adamw" or train.momentum == 0:
         return True
-    return not any(getattr(m, "may_skip_parameters", False) for m in model.modules())
+    return not may_skip_parameters(model)
+
+
+def fitted_kernel(
+    settings: StepSettings, model: torch.nn.Module, train: TrainSection
+) -> StepSettings:
+    """`settings` with the fused optimiser kernel off where it cannot step `model`."""
+    if settings.fused_optimizer and not fused_kernel_fits(model, train):
+        return replace(settings, fused_optimizer=False)
+    return settings
 
 
 def eam_factor(epoch: int, warmup: int, milestones: list[int], gamma: float) -> float:

@@ -61,7 +61,7 @@ from harness.train.inputs import (
     trial_data,
 )
 from harness.train.optim import (
-    fused_kernel_fits,
+    fitted_kernel,
     make_optimizer,
     make_schedule,
     set_trainable,
@@ -107,9 +107,8 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
     with backend_flags(settings, group.device):
         _seed(trial.seed)
         model = prepare_model(_model(trial, train), settings, group.device)
-        if settings.fused_optimizer and not fused_kernel_fits(model, train):
-            settings = replace(settings, fused_optimizer=False)  # logged as run, not as asked
-            context = replace(context, settings=settings)
+        settings = fitted_kernel(settings, model, train)  # logged as run, not as asked
+        context = replace(context, settings=settings)
         optimizer = make_optimizer(model, train, fused=settings.fused_optimizer)
         schedule = make_schedule(optimizer, train)
         resume = checkpoint_path(spec.name, trial.key)

@@ -50,6 +50,13 @@ ATTENTION: Registry[AttentionEntry] = Registry("attention module")
 ATTENTION.add("none", AttentionEntry("none", {}, "no attention (the baseline)", display_name=""))
 
 
+def may_skip_parameters(model: nn.Module) -> bool:
+    """Whether a module of `model` may leave some of its parameters out of a training step (it
+    says so with a `may_skip_parameters` attribute, as AARM's STAM does with χ > 0): DDP must
+    then look for unused parameters, and fused SGD with momentum cannot step them."""
+    return any(getattr(module, "may_skip_parameters", False) for module in model.modules())
+
+
 def reduced_channels(
     module: str, channels: int, reduction: int, *, units: str = "hidden units"
 ) -> int:

@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,14 +101,13 @@ def run_trial(spec: Spec, trial: Trial, store: Store, *, progress: bool = True) 
     settings = resolve_settings(train, group.device)
     workers = loader_workers(spec.dataset.workers, group.device)
     data = trial_data(spec, trial)
-    context = _Context(spec, trial, train, group, settings, workers, progress,
-                       augments_on_device(spec, data, group.device))  # fmt: skip
     _fresh_device_state(settings, group.device)
     with backend_flags(settings, group.device):
         _seed(trial.seed)
         model = prepare_model(_model(trial, train), settings, group.device)
         settings = fitted_kernel(settings, model, train)  # logged as run, not as asked
-        context = replace(context, settings=settings)
+        context = _Context(spec, trial, train, group, settings, workers, progress,
+                           augments_on_device(spec, data, group.device))  # fmt: skip
         optimizer = make_optimizer(model, train, fused=settings.fused_optimizer)
         schedule = make_schedule(optimizer, train)
         resume = checkpoint_path(spec.name, trial.key)

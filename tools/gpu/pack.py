@@ -1,5 +1,5 @@
 """What a GPU machine needs beside the checkout to run the harness and its tests, for
-`tools/gpu/proof.sh`: wheels in `.whl/` and the shared fixtures in `.gpu/shared/`.
+`tools/gpu/proof.sh`: wheels in `.whl/`, the shared fixtures and torchcodec in `.gpu/`.
 
 The GPU machine (device tool) has Python 3.12, a CUDA build of torch and many packages
 (`image-packages.txt`) but not fvcore, iopath, yacs, av or mlflow, and it cannot reach a package
@@ -7,8 +7,10 @@ index. This script resolves, from the packages installed here (the versions CI t
 package the harness and its dev extras need that the machine lacks, downloads the target
 Python's wheels of those exact versions into `.whl/` (git-ignored), builds wheels for the few
 published only as source (pure Python), and checks that they fit the device tool's 64 MiB per
-call together with the checkout and `.gpu/shared`: a copy of ../shared's fixtures, papers and
-reference (../shared does not travel), which the tests read there through HARNESS_SHARED.
+call together with the checkout and `.gpu/`: `shared.tar.xz`, ../shared's fixtures, papers and
+reference (../shared does not travel), which the tests read there through HARNESS_SHARED, and
+`torchcodec.tar.xz`, the optional decoder built for the GPU's torch, with only its FFmpeg 8
+libraries (proof.sh links it to the FFmpeg 8 that PyAV's wheel bundles: the image has none).
 
 Left out to fit, each with what it costs there:
 - the full `mlflow` package (its web UI and `mlflow server`; 12 MB plus Flask, gunicorn …):
@@ -18,16 +20,20 @@ Left out to fit, each with what it costs there:
   `harness data flow` computes Farneback flow instead of TV-L1 (`harness.data.prepare`).
 - `ruff` and `psycopg2-binary`: lint is CI's; the PostgreSQL test needs Debian's server anyway.
 
-    python tools/gpu/pack.py      # → .whl/*.whl, .whl/manifest.txt, .gpu/shared/, .gpu/commit
+    python tools/gpu/pack.py      # → .whl/*.whl, .whl/manifest.txt, .gpu/*.tar.xz, .gpu/commit
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -42,6 +48,7 @@ NEEDED = [
     "dask[distributed]", "pytest-xdist",
 ]  # fmt: skip
 SHARED_FOLDERS = ("fixtures", "papers", "reference")
+OTHER_FFMPEG = re.compile(r"libtorchcodec_\w+[4-7]\.so$|__pycache__")  # torchcodec's FFmpeg 4-7
 LEFT_OUT = {"mlflow", "opencv-contrib-python-headless", "ruff", "psycopg2-binary"}
 PLATFORMS = [
     "manylinux_2_34_x86_64", "manylinux_2_31_x86_64", "manylinux_2_28_x86_64",
@@ -90,7 +97,7 @@ def _extras(requirement: Requirement) -> str:
 def download(packages: dict[str, str], python: str, out: Path) -> None:
     """The target's binary wheel of each pinned version; a pure-Python wheel built here for a
     package published only as a source archive."""
-    platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
+    platforms = _platform_args()
     for name, version in packages.items():
         pinned = f"{name}=={version}"
         fetched = _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", python,
@@ -101,16 +108,36 @@ def download(packages: dict[str, str], python: str, out: Path) -> None:
                 sys.exit(f"no wheel of {pinned} for Python {python}, and none could be built")
 
 
+def _platform_args() -> list[str]:
+    return [arg for platform in PLATFORMS for arg in ("--platform", platform)]
+
+
 def _pip(*args: str) -> bool:
     command = [sys.executable, "-m", "pip", "-q", *args]
     return subprocess.run(command, stderr=subprocess.DEVNULL).returncode == 0
 
 
-def copy_shared(out: Path) -> None:
-    """../shared's folders the tests read, into `out` (replaced)."""
-    shutil.rmtree(out, ignore_errors=True)
-    for name in SHARED_FOLDERS:
-        shutil.copytree(ROOT.parent / "shared" / name, out / name)
+def pack_shared(archive: Path) -> None:
+    """../shared's folders the tests read, as one xz archive (the split lists compress 10x)."""
+    with tarfile.open(archive, "w:xz") as tar:
+        for name in SHARED_FOLDERS:
+            tar.add(ROOT.parent / "shared" / name, arcname=name)
+
+
+def pack_torchcodec(version: str, python: str, archive: Path) -> None:
+    """torchcodec `version` (the one built for the GPU's torch), keeping only the libraries for
+    FFmpeg 8, the major PyAV's wheel bundles (proof.sh points torchcodec at those)."""
+    with tempfile.TemporaryDirectory() as folder:
+        if not _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", python,
+                    "--implementation", "cp", *_platform_args(), "-d", folder,
+                    f"torchcodec=={version}"):  # fmt: skip
+            sys.exit(f"no wheel of torchcodec=={version} for Python {python}")
+        with zipfile.ZipFile(next(Path(folder).glob("*.whl"))) as wheel:
+            names = [n for n in wheel.namelist() if not OTHER_FFMPEG.search(n)]
+            wheel.extractall(folder, names)
+        with tarfile.open(archive, "w:xz") as tar:
+            for name in names:
+                tar.add(Path(folder) / name, arcname=name)
 
 
 def commit() -> str:
@@ -135,6 +162,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default="3.12", help="the GPU machine's Python")
     parser.add_argument("--out", type=Path, default=ROOT / ".whl")
+    parser.add_argument("--torchcodec", default="0.11.1", help="the release for the GPU's torch "
+                        "(0.11 for torch 2.11: torchcodec's compatibility table)")  # fmt: skip
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
@@ -143,14 +172,16 @@ def main() -> int:
     wheels = sorted(args.out.glob("*.whl"))
     manifest = [f"{name}=={version}" for name, version in packages.items()]
     (args.out / "manifest.txt").write_text("\n".join(manifest) + "\n")
-    shared = ROOT / ".gpu" / "shared"
-    copy_shared(shared)
-    (ROOT / ".gpu" / "commit").write_text(commit() + "\n")  # proof.sh: HARNESS_GIT_COMMIT
-    carried = sum(w.stat().st_size for w in wheels)
-    carried += sum(p.stat().st_size for p in shared.rglob("*") if p.is_file())
+    gpu = ROOT / ".gpu"
+    shutil.rmtree(gpu, ignore_errors=True)
+    gpu.mkdir()
+    pack_shared(gpu / "shared.tar.xz")
+    pack_torchcodec(args.torchcodec, args.python, gpu / "torchcodec.tar.xz")
+    (gpu / "commit").write_text(commit() + "\n")  # proof.sh: HARNESS_GIT_COMMIT
+    carried = sum(p.stat().st_size for p in [*wheels, *gpu.iterdir()])
     total = carried + tree_bytes()
     print(f"{len(wheels)} wheels for {len(packages)} packages in {args.out}; with the checkout "
-          f"and .gpu/shared: {total / 2**20:.1f} MiB of the device tool's 64 MiB")  # fmt: skip
+          f"and .gpu/: {total / 2**20:.1f} MiB of the device tool's 64 MiB")  # fmt: skip
     if len(wheels) != len(packages):
         sys.exit(f"expected one wheel per package ({len(packages)}), found {len(wheels)}")
     return 0 if total <= LIMIT_BYTES else 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19's GPU proof, run on the device tool's GPU machine, a few steps per call:
 #   bash tools/gpu/proof.sh STEP...     (carry: .whl .gpu; see tools/gpu/README.md)
-# Steps: gpu-tests suite bench prepare smoke study quickstart. Each writes its logs (and results)
+# Steps: gpu-tests suite bench prepare smoke study quickstart eam-profile torchcodec. Each writes its logs (and results)
 # under $OUT, which comes back, and stops at its own time limits (seconds in the environment, e.g.
 # SUITE_S=300) so that a call returns what it finished. Every step runs even if one before failed;
 # $OUT/steps.txt lists each command's exit, and the exit status is the number that failed.
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-export HARNESS_SHARED=$PWD/.gpu/shared HARNESS_CACHE=/tmp/harness-cache
+export HARNESS_SHARED=/tmp/shared HARNESS_CACHE=/tmp/harness-cache
 export HARNESS_GIT_COMMIT=$(cat .gpu/commit 2>/dev/null || echo unknown)
 CORES=$(nproc)
 WORK=/tmp/proof  # outside the checkout; the study's store lives here (its artifact paths too)
@@ -21,12 +21,25 @@ setup() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site "${WHEELS:-.whl}"/*.whl || return 1
   export PYTHONPATH=/tmp/site
+  mkdir -p "$HARNESS_SHARED" && tar -xJf .gpu/shared.tar.xz -C "$HARNESS_SHARED" || return 1
+  tar -xJf .gpu/torchcodec.tar.xz -C /tmp/site && ffmpeg_from_pyav /tmp/ffmpeg || return 1
   python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
   {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     echo "cores: $CORES; commit: $HARNESS_GIT_COMMIT"
     python3 tools/gpu/environment.py
   } 2>&1 | tee "$OUT/environment.txt"
+}
+
+ffmpeg_from_pyav() {  # ffmpeg_from_pyav DIR: FFmpeg's libraries under the names torchcodec
+  # loads (libavutil.so.60 …), linked to the copies PyAV's wheel bundles under hashed names
+  local lib base
+  mkdir -p "$1"
+  for lib in /tmp/site/av.libs/lib{avutil,avcodec,avformat,avdevice,avfilter,swscale,swresample}-*; do
+    base=$(basename "$lib")
+    ln -sf "$lib" "$1/${base%%-*}.so.$(sed -E 's/.*\.so\.([0-9]+).*/\1/' <<<"$base")"
+  done
+  export LD_LIBRARY_PATH=$1:/tmp/site/av.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 }
 
 harness() { python3 -m harness "$@"; }
@@ -126,6 +139,20 @@ step_quickstart() {  # the README's main job on the GPU, and its data/compute sp
     "$OLDPWD/experiments/quickstart.yaml" --no-progress --tracking-uri sqlite:///quick.db)
   python3 tools/gpu/environment.py --split "sqlite:///$WORK/quick.db" quickstart \
     | tee "$OUT/quickstart-split.txt"
+}
+
+step_eam_profile() {  # EAM's forward + backward per stage output, each way of writing it
+  timed eam-profile "${EAM_S:-120}" python3 tools/gpu/eam_profile.py --json "$OUT/eam-profile.json"
+  cat "$LOGS/eam-profile.log"
+}
+
+step_torchcodec() {  # torchcodec against PyAV: frame for frame, then frames/s (one thread each)
+  local bench=$WORK/bench
+  [ -d "$bench/UCF-101" ] || timed synth-bench "${SYNTH_S:-120}" harness data synth --preset bench \
+    --out "$bench"
+  timed torchcodec "${TORCHCODEC_S:-120}" python3 tools/gpu/torchcodec_probe.py \
+    "$HARNESS_SHARED/fixtures/videos" "$bench/UCF-101" --limit 60
+  cat "$LOGS/torchcodec.log"
 }
 
 setup || { echo "setup failed" | tee -a "$OUT/steps.txt"; exit 100; }

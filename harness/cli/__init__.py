@@ -29,6 +29,7 @@ from harness.cli.data import add_data_commands
 from harness.cli.report import add_report_commands
 from harness.cli.run import add_run_command
 from harness.cli.ui import add_ui_command
+from harness.data.torchcodec_reader import requested_decoder, uses_torchcodec
 from registry import ConfigError
 
 
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # said with the usage of the command they were given to, not harness's
         _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if requested_decoder() == "torchcodec":  # asked for: where it cannot load, say so now
+            uses_torchcodec()
         return args.command(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,9 +1,12 @@
-"""`harness bench data`: the training-clip paths against each other and the raw PyAV decode rate.
+"""`harness bench data`: the training-clip paths against each other and the raw decode rate.
 
 The same sampled videos, on the same machine, in one run:
 
-- raw decode: every frame of each video decoded and converted to RGB by PyAV, one process;
+- raw decode: every frame of each video decoded and converted to RGB, one process, by the decoder
+  this process uses (torchcodec where it loads, else PyAV: `harness.data.torchcodec_reader`);
 - `videos`: training clips (random window, crop, resize, flip, normalise) decoded from the videos;
+- `videos_pyav`: the same with PyAV, and PyAV's raw rate, when torchcodec is the decoder: the
+  measurement behind making it the default;
 - `prepared`: the same from JPEG frames (`harness data prepare`), when `--prepared` is given;
 - `cache`: the same read from the decoded-clip cache (`harness data cache`, `--cache`), with
   the augmentation on the host, as a CPU trial runs;
@@ -26,13 +29,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.data.batches import ClipBatches
-from harness.data.cache import CacheReader, ClipCache, open_cache
+from harness.data.cache import CacheReader, ClipCache, decoder_version, open_cache
 from harness.data.clips import ClipProtocol, FrameReader, TrainClips, make_loader
 from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_any_present
+from harness.data.torchcodec_reader import forced_decoder, uses_torchcodec
 from harness.data.video import read_frames
 
 LOADER_BATCH = 8
-PATHS = ("videos", "prepared", "cache", "cache_slices")
+PATHS = ("videos", "videos_pyav", "prepared", "cache", "cache_slices")
 TRAIN_RATE = 1000.0  # clips/s: 3D ResNet-50 on an H100, measured 998 (bench train, bf16, batch 32)
 
 
@@ -53,9 +57,11 @@ def bench_data(
 
     cv2.setNumThreads(1)  # per core: OpenCV's own threads would inflate the in-process rates
     reader, entries = _reader(config, videos)
-    results: dict = {"videos": _rates(TrainClips(reader, entries, protocol), clips, workers)}
-    results["videos"]["raw_decode_fps"] = _raw_decode_fps(reader, entries)
-    results["videos"]["bytes"] = sum((config.root / e.found).stat().st_size for e in entries)
+    results: dict = {"decoder": decoder_version()}
+    results["videos"] = _video_rates(reader, entries, protocol, clips, workers)
+    if uses_torchcodec():
+        with forced_decoder("pyav"):
+            results["videos_pyav"] = _video_rates(reader, entries, protocol, clips, workers)
     if prepared_root is not None:
         prepared, prepared_entries = _reader(replace(config, root=prepared_root), videos)
         row = _rates(TrainClips(prepared, prepared_entries, protocol), clips, workers)
@@ -87,6 +93,13 @@ def _reader(config: DatasetConfig, videos: int):
     return FrameReader(config.root, FrameIndex(config.root).lookup(entries)), entries
 
 
+def _video_rates(reader: FrameReader, entries, protocol, clips: int, workers: int) -> dict:
+    row = _rates(TrainClips(reader, entries, protocol), clips, workers)
+    row["raw_decode_fps"] = _raw_decode_fps(reader, entries)
+    row["bytes"] = sum((reader.root / e.found).stat().st_size for e in entries)
+    return row
+
+
 def _rates(dataset: TrainClips, clips: int, workers: int) -> dict:
     return {
         "clips_per_s_1": _in_process_rate(dataset, clips),
@@ -98,7 +111,7 @@ def _raw_decode_fps(reader: FrameReader, entries) -> float:
     start, frames = time.perf_counter(), 0
     for entry in entries:
         count = reader.frame_count(entry)
-        read_frames(reader.root / entry.found, list(range(count)))
+        read_frames(reader.root / entry.found, list(range(count)), reader.indexes[entry.found])
         frames += count
     return frames / (time.perf_counter() - start)
 
@@ -158,8 +171,9 @@ def _project(row: dict, protocol: ClipProtocol, cores: int, train_rate: float) -
 
 def _ratios(results: dict) -> None:
     videos = results["videos"]
-    videos["pipeline_vs_raw_per_core"] = videos["frames_per_s_1"] / videos["raw_decode_fps"]
-    for name in ("prepared", "cache", "cache_slices"):
+    for row in (results[name] for name in ("videos", "videos_pyav") if name in results):
+        row["pipeline_vs_raw_per_core"] = row["frames_per_s_1"] / row["raw_decode_fps"]
+    for name in ("videos_pyav", "prepared", "cache", "cache_slices"):
         if name in results:
             for n in ("1", "n"):
                 rate = results[name][f"clips_per_s_{n}"]
@@ -174,7 +188,13 @@ def format_bench(results: dict) -> str:
     lines = [
         f"clip {results['clip']}, {workers} workers; projection: {cores} cores against a GPU "
         f"training {results['train_rate']:.0f} clips/s",
-        f"raw PyAV decode (1 process): {results['videos']['raw_decode_fps']:8.0f} frames/s",
+        f"decoder: {results['decoder']}",
+        *(
+            f"raw decode (1 process{', PyAV' if name == 'videos_pyav' else ''}): "
+            f"{results[name]['raw_decode_fps']:8.0f} frames/s"
+            for name in ("videos", "videos_pyav")
+            if name in results
+        ),
         f"{'path':13} {'1 worker':>9} {f'{workers} workers':>10} {'per core':>9} "
         f"{f'x{cores} cores':>10} {'GPU wait':>9} {'size':>9}",
     ]
@@ -198,6 +218,14 @@ def _targets(results: dict) -> list[str]:
     lines = [
         f"pipeline / raw decode per core: {videos['pipeline_vs_raw_per_core']:.2f} (target >= 0.70)"
     ]
+    if "videos_pyav" in results:
+        pyav = results["videos_pyav"]
+        raw = videos["raw_decode_fps"] / pyav["raw_decode_fps"]
+        lines.append(
+            f"torchcodec / PyAV: raw decode {raw:.2f}x"
+            f", training clips {1 / pyav['speedup_vs_videos_1']:.2f}x at 1 worker, "
+            f"{1 / pyav['speedup_vs_videos_n']:.2f}x at {results['workers']}"
+        )
     if "prepared" in results:
         prepared = results["prepared"]
         lines.append(

@@ -1,6 +1,6 @@
 """The decoded-clip cache: every video of a dataset decoded once into one memory-mappable file.
 
-`harness data cache` decodes each video of a split (PyAV, decode order, as `FrameReader`), scales
+`harness data cache` decodes each video of a split (decode order, as `FrameReader`), scales
 its short side to `short_side` (`store_resize`, the resize `harness data prepare` uses; `native`
 keeps the decoded size) and appends the uint8 frames `(T, H, W, 3)` to one frames file.
 `index.json` names that file and records, per video (keyed by its path under the root): the byte
@@ -50,6 +50,7 @@ from harness.data.datasets import (
     source_stamp,
 )
 from harness.data.splits import DataError
+from harness.data.torchcodec_reader import torchcodec_version, uses_torchcodec
 from harness.data.video import VideoIndex
 from harness.folders import lies_within
 
@@ -77,9 +78,11 @@ class CachedVideo:
 
 
 def decoder_version() -> str:
-    """What decoded the frames: PyAV's version and libavcodec's."""
+    """What decodes the frames here: PyAV's version and libavcodec's, and torchcodec's (with the
+    FFmpeg it loaded) where it reads them (`harness.data.torchcodec_reader`)."""
     codec = ".".join(map(str, av.library_versions["libavcodec"]))
-    return f"PyAV {av.__version__}, libavcodec {codec}"
+    pyav = f"PyAV {av.__version__}, libavcodec {codec}"
+    return f"{pyav}; {torchcodec_version()}" if uses_torchcodec() else pyav
 
 
 def default_folder(config: DatasetConfig, short_side: int | None) -> Path:

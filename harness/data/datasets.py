@@ -256,6 +256,8 @@ class FrameIndex:
         entry counts as absent (it is measured again)."""
         cached = self._entries.get(found)
         try:
+            if "ordered_pts" not in cached["index"]:
+                return None  # indexed before pts order was recorded: measured again, once
             if cached["stamp"] == self._stamp(found):
                 return VideoIndex(**cached["index"])
         except (KeyError, TypeError):

@@ -9,6 +9,9 @@ there, checking that the seek landed where the index says.
 
 Conversion to RGB runs single-threaded (`threads=1`, codec `thread_count=1`): inside loader
 workers, threaded conversion is 3–4× slower when several processes decode at once.
+
+Where torchcodec loads, it reads the frames of each video whose index shows decode order and
+timestamp order to agree (`harness.data.torchcodec_reader`): the same pixels, faster.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from harness.data.torchcodec_reader import torchcodec_frames, uses_torchcodec
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v")
 STATUSES = ("ok", "unreadable", "truncated", "too_short", "missing")
@@ -35,6 +40,13 @@ class VideoIndex:
     keyframe_pts: list[int] = field(default_factory=list)
     decode_errors: int = 0
     error: str = ""
+    ordered_pts: bool | None = None  # every frame's pts above the last's (None: not recorded)
+
+    def in_pts_order(self) -> bool:
+        """Whether frame `i` in decode order is frame `i` by timestamp, for a decoder that
+        addresses frames so (torchcodec): pts rising, nothing failed, no rotation to apply."""
+        clean = not (self.decode_errors or self.error or self.rotation)
+        return bool(self.ordered_pts) and clean and self.status() == "ok"
 
     def status(self, min_frames: int = 1) -> str:
         """ok, unreadable (nothing decodes), truncated (far fewer frames decode than the header
@@ -77,12 +89,16 @@ def index_video(path: str | Path) -> VideoIndex:
         return VideoIndex(0, 0, 0, error=f"{type(error).__name__}: {error}")
     with container:
         stream = container.streams.video[0]
-        index = VideoIndex(0, int(stream.frames or 0), 0)
+        index = VideoIndex(0, int(stream.frames or 0), 0, ordered_pts=True)
+        last_pts = None
         try:
             for frame in _decoded(container, stream):
                 if frame is None:
                     index.decode_errors += 1
                     continue
+                rising = frame.pts is not None and (last_pts is None or frame.pts > last_pts)
+                index.ordered_pts &= rising
+                last_pts = frame.pts
                 if frame.key_frame:
                     index.keyframes.append(index.frames)
                     index.keyframe_pts.append(frame.pts)
@@ -99,12 +115,17 @@ def read_frames(
 ) -> np.ndarray:
     """RGB frames at decode-order `indices` as `(len(indices), H, W, 3)` uint8, upright.
 
-    With an `index`, decoding starts at the keyframe before the first wanted frame; without one
+    With an `index` in pts order and torchcodec in use, torchcodec reads them. Otherwise PyAV:
+    with an `index`, decoding starts at the keyframe before the first wanted frame; without one
     (or when the seek lands elsewhere) it decodes from the start.
     """
     wanted = sorted(set(indices))
     if not wanted:
         raise ValueError("no frames requested")
+    if index is not None and index.in_pts_order() and uses_torchcodec():
+        batch = torchcodec_frames(path, indices)
+        if batch is not None:
+            return batch
     frames = _decode_from_keyframe(path, wanted, index) if index else None
     if frames is None:
         frames = _decode_range(path, wanted, start=0, start_pts=None)

@@ -14,7 +14,7 @@ from registry import ATTENTION, ConfigError
 from registry.attention.cbam import CBAM2d, CBAM3d
 from registry.attention.eam import EAM, EAMSpatial, EAMTemporal
 from registry.attention.eca import EfficientChannelAttention
-from registry.attention.pooling import adaptive_eca_kernel
+from registry.attention.pooling import adaptive_eca_kernel, global_avg_max_pool
 from registry.attention.se import SqueezeExcitation
 from tests.conftest import prepare_gradient_check
 
@@ -225,3 +225,38 @@ def test_every_module_backpropagates_the_derivative_of_its_output(cls, dims):
     prepare_gradient_check(module)  # STAM's random highlight pick off
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(module, (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dims", [(2, 3, 4), (1, 3, 4)], ids=["channels", "frames"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels-last"])
+def test_eam_descriptor_and_its_one_pass_backward_are_autograds_mean_plus_amax(dims, channels_last):
+    """`GlobalAvgMaxPool` (EAM eqs. 4–6 / 8–10) gives `mean + amax` and their gradient, ties
+    shared as `amax`'s backward shares them: a whole channel of ReLU zeros, a frame of them,
+    repeated maxima; and gradchecks, the gradient of its gradient included."""
+    x = torch.randn(2, 6, 3, 4, 5, dtype=torch.float64).relu()
+    x[0, 2] = 0.0  # a dead channel: every element ties at the maximum
+    x[1, :, 1] = 0.0  # a dead frame
+    x[1, 4, 2, :2, :2] = 7.0  # four tied maxima
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_()
+    upstream = torch.randn(2, x.shape[1 if dims[0] == 2 else 2], dtype=torch.float64)
+    ours = global_avg_max_pool(x, dims)
+    reference = x.mean(dims) + x.amax(dims)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+    (expected,) = torch.autograd.grad((reference * upstream).sum(), x)
+    (got,) = torch.autograd.grad((ours * upstream).sum(), x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    probe = torch.rand(2, 6, 3, 4, 5, dtype=torch.float64, requires_grad=True)  # no ties
+    assert torch.autograd.gradgradcheck(lambda v: global_avg_max_pool(v, dims), (probe,))
+
+
+def test_eam_t_gates_frames_as_the_transposed_tensor_would_be_gated():
+    """The paper's `T_trans` (eqs. 8–11): the frame gate pools channels, height and width; here
+    without the transposed copy, checked against the transpose written out."""
+    module = EAMTemporal(6, k_t=3).double()
+    v = torch.randn(2, 6, 5, 4, 3, dtype=torch.float64).relu()
+    transposed = v.transpose(1, 2)  # (N, T, C, H, W)
+    descriptor = transposed.mean((2, 3, 4)) + transposed.amax((2, 3, 4))
+    expected = torch.sigmoid(module.gate.conv(descriptor.unsqueeze(1)).squeeze(1))
+    torch.testing.assert_close(module.frame_weights(v), expected, rtol=1e-12, atol=1e-12)

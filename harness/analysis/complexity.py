@@ -7,8 +7,9 @@ which is also what the EAM and AARM papers print.
   element in eval mode) and 2D adaptive average pooling are counted; every other op is skipped and
   listed (3D pooling, sigmoid, element-wise products and sums, reductions).
 - ``paper``: the convention that reproduces EAM Table 4 (`shared/reference/complexity-targets.md`):
-  fvcore's defaults plus every average-pooling op (`avg_pool*d`, `adaptive_avg_pool*d`) at one FLOP
-  per input element. Max pooling, sigmoid, gating products, residual sums and plain reductions
+  fvcore's defaults plus every average-pooling op (`avg_pool*d`, `adaptive_avg_pool*d`, and EAM's
+  mean-plus-max descriptor, `GlobalAvgMaxPool`) at one FLOP per input element. Max pooling,
+  sigmoid, gating products, residual sums and plain reductions
   (`mean`, `amax`) stay free. Counting `mean` reductions too would put CBAM's 64-frame row 0.012 G
   above the paper, beyond the table's stated tolerance, so reductions are left out.
 
@@ -35,12 +36,14 @@ with warnings.catch_warnings():
 
 CONVENTIONS = ("fvcore", "paper")
 MACS_NOTE = "fvcore counts one multiply-add as one FLOP: GFLOPs are giga multiply-adds (GMACs)."
-AVERAGE_POOLING_OPS = tuple(
-    f"aten::{kind}avg_pool{d}d" for kind in ("", "adaptive_") for d in (1, 2, 3)
+AVERAGE_POOLING_OPS = (
+    *(f"aten::{kind}avg_pool{d}d" for kind in ("", "adaptive_") for d in (1, 2, 3)),
+    "prim::PythonOp.GlobalAvgMaxPool",  # EAM's mean plus max as one autograd function
 )
 # Ops fvcore already counts by default among the pooling ops (its handle: one per input element).
 _FVCORE_COUNTED = {"aten::adaptive_avg_pool2d"}
 _ADDED_OPS = tuple(op for op in AVERAGE_POOLING_OPS if op not in _FVCORE_COUNTED)  # paper only
+_ADDED_NAMES = {op.split("::", 1)[1]: op for op in _ADDED_OPS}  # as fvcore's counters name them
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def attention_units(model: nn.Module) -> list[str]:
 
 def _module_cost(model: nn.Module, name: str, operators: Counter, analysis) -> ModuleCost:
     paper = int(sum(operators.values()))
-    added = int(sum(flops for op, flops in operators.items() if f"aten::{op}" in _ADDED_OPS))
+    added = int(sum(flops for op, flops in operators.items() if op in _ADDED_NAMES))
     return ModuleCost(
         name=name,
         params=count_parameters(model.get_submodule(name)),
@@ -147,8 +150,8 @@ def _module_cost(model: nn.Module, name: str, operators: Counter, analysis) -> M
 
 def _totals(operators: Counter, skipped: Counter) -> dict[str, FlopCount]:
     paper_total = int(sum(operators.values()))
-    added = {op: operators.get(op.removeprefix("aten::"), 0) for op in _ADDED_OPS}
-    used_added = sorted(op for op in _ADDED_OPS if op.removeprefix("aten::") in operators)
+    added = {name: operators.get(name, 0) for name in _ADDED_NAMES}
+    used_added = sorted(op for name, op in _ADDED_NAMES.items() if name in operators)
     return {
         "paper": FlopCount("paper", paper_total, tuple(sorted(skipped))),
         "fvcore": FlopCount(

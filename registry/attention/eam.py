@@ -7,8 +7,9 @@ average plus 3D global max pooling, then let each position interact with its `k`
 a 1D convolution without bias and without dimensionality reduction, and gate with a sigmoid.
 
 The paper's `T_trans` (eqs. 1–2) is the swap of the channel and frame axes that lets EAM-T reuse
-EAM-S's machinery on frames: here EAM-T transposes `(N, C, T, H, W)` to `(N, T, C, H, W)`, applies
-the same gate, and scales the original tensor per frame.
+EAM-S's machinery on frames: here EAM-T applies the same gate with the frame axis as the gated one
+(pooling over channels, height and width, as the transposed tensor would be pooled) and scales the
+original tensor per frame.
 """
 
 from __future__ import annotations
@@ -19,26 +20,26 @@ import torch
 from torch import nn
 
 from registry.attention.base import register_attention
-from registry.attention.pooling import (
-    broadcastable,
-    check_odd_kernel,
-    global_avg_pool,
-    global_max_pool,
-)
+from registry.attention.pooling import broadcastable, check_odd_kernel, global_avg_max_pool
 
 
 class LocalInteractionGate(nn.Module):
-    """`w = σ(C1D_k(GAP_3D(V) + GMP_3D(V)))` along axis 1 of `V`: eqs. 4–7 (8–11 on `T_trans V`).
+    """`w = σ(C1D_k(GAP_3D(V) + GMP_3D(V)))` along `axis` of `V`: eqs. 4–7 on the channel axis
+    (1), eqs. 8–11 on the frame axis (2), where pooling over every other axis is what pooling
+    `T_trans V` over its last three gives, without the transposed copy.
 
-    Input `(N, D, ...)`, output `(N, D)` weights in (0, 1); `k` parameters in all.
+    Input `(N, C, T, H, W)`, output `(N, D)` weights in (0, 1), `D` the size of `axis`; `k`
+    parameters in all.
     """
 
-    def __init__(self, kernel_size: int) -> None:
+    def __init__(self, kernel_size: int, axis: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.axis = axis
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        descriptor = global_avg_pool(v) + global_max_pool(v)  # (N, D): eqs. 4–6 / 8–10
+        pooled = tuple(d for d in range(1, v.dim()) if d != self.axis)
+        descriptor = global_avg_max_pool(v, pooled)  # (N, D): eqs. 4–6 / 8–10
         return torch.sigmoid(self.conv(descriptor.unsqueeze(1)).squeeze(1))  # eq. 7 / 11
 
 
@@ -73,12 +74,12 @@ class EAMTemporal(nn.Module):
 
     def __init__(self, channels: int, *, k_t: int = 3, residual: bool = False) -> None:
         super().__init__()
-        self.gate = LocalInteractionGate(check_odd_kernel("eam_t", "k_t", k_t))
+        self.gate = LocalInteractionGate(check_odd_kernel("eam_t", "k_t", k_t), axis=2)
         self.residual = residual
 
     def frame_weights(self, v: torch.Tensor) -> torch.Tensor:
         """`w_t` of eq. 11, `(N, T)`: the temporal attention EAM Fig. 7 plots."""
-        return self.gate(v.transpose(1, 2))  # T_trans: frames become the gated axis
+        return self.gate(v)  # T_trans: frames are the gated axis
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         weights = self.frame_weights(v)  # (N, T)

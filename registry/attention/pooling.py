@@ -30,6 +30,38 @@ def global_max_pool(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=tuple(range(2, x.dim())))
 
 
+class GlobalAvgMaxPool(torch.autograd.Function):
+    """`mean(x) + max(x)` over `dims`, EAM's descriptor `GAP_3D + GMP_3D` (EAM eqs. 4–6, 8–10),
+    as one function whose backward is two passes over `x` instead of autograd's six: `g/n`
+    everywhere plus `g/count` where `x` is its maximum (ties share, as `amax`'s backward does).
+
+    The `paper` FLOP convention counts it as the average pooling it contains, one FLOP per input
+    element (`harness.analysis.complexity`), as it counts `adaptive_avg_pool3d`.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        peak = x.amax(dims, keepdim=True)
+        ctx.save_for_backward(x, peak)
+        ctx.dims = dims
+        return (x.mean(dims, keepdim=True) + peak).flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, peak = ctx.saved_tensors
+        at_peak = x == peak
+        grad = grad.view(peak.shape)
+        ties = at_peak.sum(ctx.dims, keepdim=True, dtype=torch.int32)  # int64 costs a copy
+        share = grad / (x.numel() // peak.numel())
+        return torch.where(at_peak, share + grad / ties, share), None
+
+
+def global_avg_max_pool(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """`(N, D)`: mean plus maximum of `x` over `dims`, every axis but the batch and the one
+    kept (`GlobalAvgMaxPool`)."""
+    return GlobalAvgMaxPool.apply(x, dims)
+
+
 def broadcastable(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`(N, C)` weights viewed as `(N, C, 1, …)` to scale a tensor shaped like `like`."""
     return weights.view(*weights.shape, *([1] * (like.dim() - 2)))

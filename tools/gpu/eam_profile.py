@@ -1,15 +1,15 @@
 """Where EAM's training-step overhead goes on a GPU, and what each way of writing it costs.
 
 EAM at the stage outputs of 3D ResNet-50 cost +18.7 % wall time per step on an H100 (issue 19's
-first GPU session; target <= 5 %). This times EAM's forward plus backward alone, at each stage
-output's shape (batch 32, 16x112x112 clips, bf16, channels-last: as `harness bench train` runs it),
-for the ways of writing its pooled descriptor below, and prints the top kernels of the module as
+first GPU session, before `GlobalAvgMaxPool`; target <= 5 %). This times EAM's forward plus
+backward alone, at each stage output's shape (batch 32, 16x112x112 clips, bf16, channels-last: as
+`harness bench train` runs it), for the ways of writing its pooled descriptor below, and prints
+the top kernels of the module as
 the registry writes it:
 
-- `registry`: `registry.attention.eam.EAM` as it is (adaptive average pooling, `amax`, EAM-T on
-  a transposed view);
-- `mean+amax`: the same sums written as reductions over the axes, without transposes;
-- `fused`: GAP + GMP as one autograd function whose backward is a single pass;
+- `registry`: `registry.attention.eam.EAM` as it is (its descriptor `GlobalAvgMaxPool`, one
+  autograd function with a two-pass backward);
+- `autograd`: the same descriptor as `mean + amax`, differentiated by autograd (six passes);
 - `compiled`: the registry's module under `torch.compile` (the fused floor, for reference);
 - `none`: the identity (the cost of the casts and the timing itself).
 
@@ -67,27 +67,6 @@ def _step(module, v: torch.Tensor, grad: torch.Tensor):
     return step
 
 
-class _AvgMaxDescriptor(torch.autograd.Function):
-    """`mean(v) + max(v)` over `dims`, whose backward is one pass: `g/n`, plus `g/count` where
-    `v` is its maximum (ties share, as `amax`'s backward does)."""
-
-    @staticmethod
-    def forward(ctx, v, dims):
-        peak = v.amax(dims, keepdim=True)
-        ctx.save_for_backward(v, peak)
-        ctx.dims = dims
-        return (v.mean(dims, keepdim=True) + peak).flatten(1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        v, peak = ctx.saved_tensors
-        at_peak = v == peak
-        grad = grad.view(peak.shape)
-        count = at_peak.sum(ctx.dims, keepdim=True)
-        base = grad / (v.numel() // peak.numel())
-        return torch.where(at_peak, base + grad / count, base), None
-
-
 def _mean_amax(v, dims):
     return v.mean(dims) + v.amax(dims)
 
@@ -118,8 +97,7 @@ def _variants() -> dict[str, object]:
 
     return {
         "registry": lambda channels: EAM(channels),
-        "mean+amax": swapped(_mean_amax),
-        "fused": swapped(_AvgMaxDescriptor.apply),
+        "autograd": swapped(_mean_amax),
         "compiled": lambda channels: torch.compile(EAM(channels)),
         "none": lambda channels: torch.nn.Identity(),
     }

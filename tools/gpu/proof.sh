@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Issue 19's GPU proof, run on the device tool's GPU machine, a few steps per call:
 #   bash tools/gpu/proof.sh STEP...     (carry: .whl .gpu; see tools/gpu/README.md)
-# Steps: gpu-tests suite bench prepare smoke study quickstart eam-profile torchcodec. Each writes its logs (and results)
-# under $OUT, which comes back, and stops at its own time limits (seconds in the environment, e.g.
-# SUITE_S=300) so that a call returns what it finished. Every step runs even if one before failed;
-# $OUT/steps.txt lists each command's exit, and the exit status is the number that failed.
+# Steps: gpu-tests suite bench prepare smoke study quickstart eam-profile. Each writes its logs
+# (and results) under $OUT, which comes back, and stops at its own time limits (seconds in the
+# environment, e.g. SUITE_S=300) so that a call returns what it finished. Every step runs even if
+# one before failed; $OUT/steps.txt lists each command's exit, and the exit status is the number
+# that failed. torchcodec decodes in every step (setup links it to PyAV's FFmpeg 8).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}
@@ -144,15 +145,6 @@ step_quickstart() {  # the README's main job on the GPU, and its data/compute sp
 step_eam_profile() {  # EAM's forward + backward per stage output, each way of writing it
   timed eam-profile "${EAM_S:-120}" python3 tools/gpu/eam_profile.py --json "$OUT/eam-profile.json"
   cat "$LOGS/eam-profile.log"
-}
-
-step_torchcodec() {  # torchcodec against PyAV: frame for frame, then frames/s (one thread each)
-  local bench=$WORK/bench
-  [ -d "$bench/UCF-101" ] || timed synth-bench "${SYNTH_S:-120}" harness data synth --preset bench \
-    --out "$bench"
-  timed torchcodec "${TORCHCODEC_S:-120}" python3 tools/gpu/torchcodec_probe.py \
-    "$HARNESS_SHARED/fixtures/videos" "$bench/UCF-101" --limit 60
-  cat "$LOGS/torchcodec.log"
 }
 
 setup || { echo "setup failed" | tee -a "$OUT/steps.txt"; exit 100; }

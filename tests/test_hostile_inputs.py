@@ -316,6 +316,13 @@ BAD_FLAGS = {
         ["bench", "data", "synthetic", "--root", "r", "--cache", "."], "no index.json"),
     "a value the spec refuses, given by --set": (
         ["run", "SPEC", "--set", "train.epochs=-3"], "--set 'train.epochs=-3' (applied to "),
+    "a batch of a million clips (a typo)": (
+        ["run", "SPEC", "--set", "train.batch_size=1000000"], "at most 65536"),
+    "an evaluation batch of a million clips": (
+        ["run", "SPEC", "--set", "eval.batch_size=1000000"], "at most 65536"),
+    "a trial the grid cannot build, its value given by --set": (
+        ["run", "SPEC", "--set", "grid.placement=[nowhere]"],
+        "--set 'grid.placement=[nowhere]' (applied to "),
     "an unknown key, given by --set": (
         ["run", "SPEC", "--set", "train.epoch=3"], "--set 'train.epoch=3' (applied to "),
     "a bench crop of 5000 pixels (a typo)": (

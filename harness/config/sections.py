@@ -19,6 +19,7 @@ from registry.options import check_value
 
 SEED_LIMIT = 2**32 - 1  # NumPy's seeds are 32-bit
 SHORT_SIDE_LIMIT = 4096  # pixels; beyond, a typo that allocates gigabytes per frame
+BATCH_LIMIT = 65_536  # clips; beyond, a typo (no GPU holds 65k clips of 16 frames)
 
 
 def bounded(default: Any = MISSING, *, low: float | None = None, high: float | None = None,
@@ -90,7 +91,7 @@ class TrainSection:
     ActivityNet's mean); `preset` fills in a named recipe (`harness.config.presets`)."""
 
     epochs: int = bounded(1, low=1, high=100_000)
-    batch_size: int = bounded(8, low=1)  # global: the sum over the ranks
+    batch_size: int = bounded(8, low=1, high=BATCH_LIMIT)  # global: the sum over the ranks
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = bounded(0.001, above=0)  # too high: the trial fails with NonFiniteLoss
     momentum: float = bounded(0.9, low=0, below=1)
@@ -134,7 +135,7 @@ class EvalSection:
 
     clips: Literal["sliding", "even"] = "sliding"
     count: int = bounded(10, low=1, high=1000)  # even clips per video; 2D: TSN test segments
-    batch_size: int = bounded(16, low=1)
+    batch_size: int = bounded(16, low=1, high=BATCH_LIMIT)
     fusion_weights: list[float] = bounded([1.0, 1.5], low=0)  # RGB, flow
 
     def __post_init__(self) -> None:

@@ -228,9 +228,13 @@ def _blamed_on_override(error: SpecError, path: Path, overrides: Sequence[str]) 
 
 
 def _names_key(message: str, key: str) -> bool:
-    """Whether a spec error `message` is about `key` (`a.b`): "key 'a.b'" or "'b' in a."."""
+    """Whether a spec error `message` is about `key` (`a.b`): "key 'a.b'", "'b' in a.", or a
+    trial whose values, "trial (…, b=…)", include the one `b` gave (a grid axis, a model key)."""
     parent, _, last = key.rpartition(".")
-    return f"'{key}'" in message or f"'{last}' in {parent or 'the top level'}." in message
+    trial = re.search(r": trial \(([^)]*)\)", message)
+    in_trial = bool(trial and re.search(rf"(^|, ){re.escape(last)}=", trial.group(1)))
+    in_section = f"'{last}' in {parent or 'the top level'}." in message
+    return in_trial or in_section or f"'{key}'" in message
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,15 @@ def test_suggested_commands_repeat_what_chose_the_runs_and_mask_a_password():
                    uri="postgresql://me:secret@db/runs", out=Path("out dir"))  # fmt: skip
     assert line == ("harness report 'my specs/q.yaml' --smoke --set 'grid.attention=[none, se]' "
                     "--tracking-uri 'postgresql://me:***@db/runs' --out 'out dir'")  # fmt: skip
+
+
+def test_ctrl_c_while_the_command_line_starts_ends_quietly():
+    """A Ctrl-C in the seconds `harness` spends importing torch ends as one later does: a line,
+    exit 130, no traceback (before, the import's KeyboardInterrupt printed one)."""
+    started = subprocess.Popen([sys.executable, "-m", "harness", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.6)  # Python is up and its handler set; harness.cli is still importing
+    started.send_signal(signal.SIGINT)
+    _, error = started.communicate(timeout=120)
+    assert started.returncode == 130 and "Traceback" not in error, error
+    assert error.strip().startswith("interrupted (Ctrl-C)"), error

@@ -4,6 +4,7 @@ one SQLite store; a worker killed mid-trial loses nothing and duplicates nothing
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -223,3 +224,22 @@ def _wait_for(url: str, timeout: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def test_torchrun_ranks_leave_quietly_when_rank_0_refuses_the_spec(tmp_path):
+    """Rank 0's preflight refuses the spec (weights missing): rank 0 says why, once, and the
+    other rank leaves with exit 2 too, rather than with gloo's traceback from the store
+    barrier that rank 0 never reached."""
+    spec = yaml.safe_load(Path(QUICKSTART).read_text())
+    spec["train"] |= {"pretrained": str(tmp_path / "missing-r10.pth"), "seeds": [0]}
+    path = tmp_path / "refused.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29519", "-m", "harness", "run", str(path),
+               "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and output.count("missing-r10.pth' does not exist") == 1, output
+    assert "[rank1]" not in output and "Connection reset" not in output, output
+    assert re.findall(r"^\s*exitcode\s*: (\d+)", output, re.M) == ["2", "2"], output  # torchrun
+    assert not (tmp_path / "mlflow.db").exists()  # said before any store was made

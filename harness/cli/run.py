@@ -22,7 +22,7 @@ from harness.folders import folder_problem, nearest_existing
 from harness.tracking import open_store, tracking_uri
 from harness.tracking.uri import sqlite_path, uncreated_sqlite
 from harness.train.checkpoint import CHECKPOINTS
-from harness.train.distributed import barrier, init_from_env, leave
+from harness.train.distributed import barrier, broadcast_from_main, init_from_env, leave
 from harness.train.step import CUBLAS_DETERMINISTIC
 from registry import ConfigError
 
@@ -102,11 +102,10 @@ def _run(args: argparse.Namespace) -> int:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     group = init_from_env()  # under torchrun: one DDP trial over the ranks
     try:
+        checked = group.main and not args.dry_run
+        _preflight_on_main(spec, group.main, checked)
         if not group.main:
             barrier()  # rank 0 creates the store first: a fresh SQLite file races on its schema
-        checked = group.main and not args.dry_run
-        if checked:
-            preflight(spec)  # missing data, weights or split files: said before a store exists
         uncreated = uncreated_sqlite(uri) if args.dry_run else None  # a dry run creates none
         store = None if uncreated else open_store(uri, spec.name)
         if group.main:
@@ -128,6 +127,23 @@ def _run(args: argparse.Namespace) -> int:
               "the same command again.", file=sys.stderr)  # fmt: skip
         return 130
     return 1 if summary.failed else 0
+
+
+def _preflight_on_main(spec, main: bool, checked: bool) -> None:
+    """`preflight` on rank 0 when `checked` (missing data, weights or split files, said before a
+    store exists). Under torchrun its verdict reaches every rank: where it refuses the spec,
+    the other ranks leave with exit 2 and without a word, rather than with gloo's or NCCL's
+    traceback from a barrier whose rank 0 is gone."""
+    refusal = None
+    if checked:
+        try:
+            preflight(spec)
+        except ConfigError as error:
+            refusal = error
+    if broadcast_from_main(refusal is not None) and not main:
+        raise SystemExit(2)
+    if refusal is not None:
+        raise refusal
 
 
 def _require_working_folders(*, written: bool) -> None:

@@ -185,6 +185,36 @@ def test_per_gpu_slots_let_trials_share_when_asked(tmp_path):
             assert first == second == 0
 
 
+class _Waits(Exception):
+    """Raised by a claim's `waiting` callback: the claim found no GPU it may join."""
+
+
+def _joins(folder: Path, per_gpu: int) -> bool:
+    """Whether a trial allowing `per_gpu` per GPU gets GPU a at once (False: it would wait)."""
+
+    def give_up() -> None:
+        raise _Waits
+
+    try:
+        with claimed_gpu(["uuid-a"], per_gpu=per_gpu, folder=folder, waiting=give_up):
+            return True
+    except _Waits:
+        return False
+
+
+def test_sweeps_with_different_per_gpu_respect_each_others_limits(tmp_path):
+    """Two sweeps side by side: a trial of a one-per-GPU sweep shares its GPU with none, and a
+    sharing sweep's trials join only up to the smallest limit among those already there."""
+    with claimed_gpu(["uuid-a"], per_gpu=1, folder=tmp_path):
+        assert not _joins(tmp_path, per_gpu=3)  # the first asked for the GPU to itself
+    with claimed_gpu(["uuid-a"], per_gpu=3, folder=tmp_path):
+        assert not _joins(tmp_path, per_gpu=1)  # it wants the GPU to itself: not while shared
+        with claimed_gpu(["uuid-a"], per_gpu=2, folder=tmp_path):  # 1 < 2 and 1 < 3: joins
+            assert not _joins(tmp_path, per_gpu=3)  # 2 holders: the per_gpu=2 one allows no 3rd
+        assert _joins(tmp_path, per_gpu=3)
+    assert _joins(tmp_path, per_gpu=1)  # every claim released
+
+
 def test_a_claim_names_the_physical_gpu_not_its_index(tmp_path):
     """A sweep under CUDA_VISIBLE_DEVICES=1 sees GPU b as its index 0; a sweep beside it that
     sees both gets a (its index 0) and no trial goes to b meanwhile; a third waits, saying so."""

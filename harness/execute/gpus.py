@@ -7,8 +7,10 @@ every harness process of the machine: workers of one sweep, and sweeps started s
 all see the same pool, and a worker that dies releases its claim with it. The files are named
 by the GPU's UUID, not its index, so sweeps that see different GPUs (`CUDA_VISIBLE_DEVICES=2,3`
 beside `=0,1`, or a worker shown one GPU as `cuda:0`) claim the physical GPU they would use.
-Slots are tried GPU by GPU for the first trial of each GPU before any GPU takes a second, and a
-worker that finds none free waits for one.
+Each holder's slot file says how many trials it allows on its GPU (its sweep's `--per-gpu`), so a
+trial joins a GPU only where every holder allows one more: sweeps side by side with different
+`--per-gpu` respect each other's limits. Slots are tried GPU by GPU for the first trial of each
+GPU before any GPU takes a second, and a worker that finds none free waits for one.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import torch
 
-from harness.execute.locks import release, try_lock
+from harness.execute.locks import exclusive, release, try_lock
 
 POLL_SECONDS = 1.0
 
@@ -49,23 +52,52 @@ def claimed_gpu(
     names: Sequence[str], *, per_gpu: int = 1, folder: Path | None = None,
     poll: float = POLL_SECONDS, waiting: Callable[[], None] | None = None,
 ) -> Iterator[int]:  # fmt: skip
-    """The index of a GPU (of those `names` names, as `gpu_names` gives them) that fewer than
-    `per_gpu` trials hold, held until the block ends; waits while every slot is taken, calling
-    `waiting` once when it starts to."""
+    """The index of a GPU (of those `names` names, as `gpu_names` gives them) that this trial
+    may join, held until the block ends: one that fewer than `per_gpu` trials hold, each of
+    which allows as many beside it (a trial of a one-per-GPU sweep shares with none, whatever a
+    sweep beside it allows). Waits while there is none, calling `waiting` once when it starts."""
     folder = folder or lock_folder()
     folder.mkdir(parents=True, exist_ok=True)
     while True:
-        for slot in range(per_gpu):
-            for gpu, name in enumerate(names):
-                handle = try_lock(folder / f"gpu-{name}-slot{slot}.lock")
-                if handle is None:
-                    continue
-                try:
-                    yield gpu
-                finally:
-                    release(handle)
-                return
+        claim = _try_claim(names, per_gpu, folder)
+        if claim is not None:
+            gpu, handle = claim
+            try:
+                yield gpu
+            finally:
+                release(handle)
+            return
         if waiting is not None:
             waiting()
             waiting = None
         time.sleep(poll)
+
+
+def _try_claim(names: Sequence[str], per_gpu: int, folder: Path) -> tuple[int, IO] | None:
+    """A slot on the first GPU that `per_gpu` lets this trial join, fewest holders first."""
+    for holders in range(per_gpu):
+        for gpu, name in enumerate(names):
+            with exclusive(folder / f"gpu-{name}.gate"):  # one decision at a time per GPU
+                limits, free = _slots(folder, name)
+                if len(limits) == holders and holders < min(limits, default=per_gpu):
+                    handle = try_lock(folder / f"gpu-{name}-slot{free}.lock")
+                    if handle is not None:
+                        handle.truncate(0)  # what this holder allows, for those who come later
+                        handle.write(str(per_gpu))
+                        handle.flush()
+                        return gpu, handle
+    return None
+
+
+def _slots(folder: Path, name: str) -> tuple[list[int], int]:
+    """The trial limits of `name`'s held slots, and the lowest slot number free."""
+    limits, held = [], set()
+    for path in folder.glob(f"gpu-{name}-slot*.lock"):
+        handle = try_lock(path)
+        if handle is not None:
+            release(handle)
+            continue
+        held.add(int(path.stem.rpartition("slot")[2]))
+        text = path.read_text().strip()
+        limits.append(int(text) if text.isdigit() else 1)  # an older harness's: exclusive
+    return limits, next(slot for slot in range(len(held) + 1) if slot not in held)

@@ -30,6 +30,18 @@ def try_lock(path: Path) -> IO | None:
     return handle
 
 
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` for the block, waiting for it (for short decisions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def release(handle: IO) -> None:
     fcntl.flock(handle, fcntl.LOCK_UN)
     handle.close()

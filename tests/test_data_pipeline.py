@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -433,3 +436,36 @@ def test_a_loader_forked_after_opencv_threads_ran_does_not_deadlock():
     done = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+
+
+def test_ctrl_c_twice_stops_data_flow_and_its_workers_at_once(tiny, tmp_path):
+    """`harness data flow` (TV-L1: minutes for the tiny set on 2 workers), Ctrl-C pressed twice
+    once it writes: the command ends within seconds, no worker outlives it, and no worker
+    prints a traceback. Before, each worker printed its KeyboardInterrupt, and at times went on
+    through the queued videos while the command waited for them all, a second Ctrl-C leaving
+    them running."""
+    out = tmp_path / "flow"
+    command = [sys.executable, "-m", "harness", "data", "flow", "synthetic", "--root",
+               str(tiny / "UCF-101"), "--out", str(out), "--workers", "2"]  # fmt: skip
+    started = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(out.glob("*/*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the pool writes its first video's flow
+    assert any(out.glob("*/*")), "no flow written within 2 minutes"
+    for _ in range(2):
+        os.killpg(started.pid, signal.SIGINT)
+        time.sleep(0.3)
+    try:
+        _, error = started.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        error = "still running after 30 s"
+    left = subprocess.run(["pgrep", "-g", str(started.pid)], capture_output=True,
+                          text=True).stdout.split()  # fmt: skip
+    if left:  # the command and the workers it left: stopped, their pipes closed
+        os.killpg(started.pid, signal.SIGKILL)
+        if started.returncode is None:
+            error += started.communicate()[1]
+    assert not left, f"processes of the command still running: {left}"
+    assert started.returncode in (130, -signal.SIGINT), error
+    assert "Traceback" not in error, error  # the workers' KeyboardInterrupts, before

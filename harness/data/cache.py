@@ -29,7 +29,6 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -49,6 +48,7 @@ from harness.data.datasets import (
     require_any_present,
     source_stamp,
 )
+from harness.data.pool import worker_pool
 from harness.data.splits import DataError
 from harness.data.torchcodec_reader import torchcodec_version, uses_torchcodec
 from harness.data.video import VideoIndex
@@ -466,7 +466,7 @@ def _sources(root, previous, reused, decode, indexes, short_side,
     jobs = [(str(root), e.found, e.kind, indexes[e.found], short_side) for e in decode]
     if not jobs:
         return
-    with ProcessPoolExecutor(min(workers or os.cpu_count() or 1, len(jobs))) as pool:
+    with worker_pool(min(workers or os.cpu_count() or 1, len(jobs))) as pool:
         for entry, (frames, error) in zip(decode, pool.map(_decode, jobs), strict=True):
             yield entry.found, frames, error
 

@@ -14,12 +14,12 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness.data.formats import FORMATS, DatasetConfig
 from harness.data.frames import rgb_frame_files
+from harness.data.pool import worker_pool
 from harness.data.splits import DataError, SplitLists, hara_annotation, mmaction_lists
 from harness.data.video import VideoIndex, index_video
 from harness.folders import nearest_existing
@@ -269,7 +269,7 @@ class FrameIndex:
         workers = workers or os.cpu_count() or 1
         if len(jobs) < 64 or workers == 1:
             return [_index_one(job) for job in jobs]
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             return list(pool.map(_index_one, jobs, chunksize=64))
 
     def _stamp(self, relative: str) -> list[int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_any_present
+from harness.data.pool import worker_pool
 from harness.data.transforms import store_resize
 from harness.data.video import read_frames
 
@@ -72,7 +72,7 @@ def _for_each_video(
         )
         for e in videos
     ]
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+    with worker_pool(workers or os.cpu_count() or 1) as pool:
         done = list(pool.map(job, jobs, chunksize=8))
     failed = [e.relative for e, ok in zip(videos, done, strict=True) if not ok]
     return {

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import av
 import numpy as np
 
 from harness.data.datasets import cache_dir
+from harness.data.pool import worker_pool
 from harness.data.splits import DataError
 
 MOTIONS = (
@@ -88,7 +88,7 @@ def write_synthetic(out: Path, preset: str = "tiny", seed: int = 0,
         for job in jobs:
             _write_clip(job)
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             list(pool.map(_write_clip, jobs, chunksize=4))
     write_split_lists(out / "ucfTrainTestlist", classes, config.clips_per_group)
     return video_root

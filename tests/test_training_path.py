@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,16 @@ from harness.tracking.schema import TRACEBACK_ARTIFACT
 from harness.train import distributed
 from harness.train.inputs import loader_workers
 from harness.train.stack import BF16_TOLERANCE, conv3d_check
-from harness.train.step import Stepper, StepSettings, backend_flags, resolve_settings
-from registry import ConfigError
+from harness.train.step import (
+    Float32Linear,
+    Stepper,
+    StepSettings,
+    backend_flags,
+    float32_classifier,
+    prepare_model,
+    resolve_settings,
+)
+from registry import ConfigError, build_model
 from tests.conftest import ROOT, requires_gpu
 
 QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")
@@ -464,3 +473,36 @@ def test_deterministic_cuda_steps_repeat_bit_for_bit(attention):
     with backend_flags(settings, cuda):
         first, second = weights_after_three_steps(), weights_after_three_steps()
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("backbone", "attention", "head", "clip"),
+    [("resnet3d_10", "se", "fc", (3, 8, 32, 32)), ("c3d", "none", "fc8", (3, 16, 112, 112)),
+     ("vgg16", "se", "classifier.6", (3, 32, 32)), ("resnet2d_18", "se", "fc", (3, 32, 32))],
+)  # fmt: skip
+def test_under_bf16_the_classifier_computes_in_fp32(backbone, attention, head, clip):
+    """The classifier alone leaves bf16: logits in fp32 from the bf16 features, not rounded to 8
+    bits (steps of 0.0625 between 8 and 16: exact ties between classes). SE's own linear layers
+    at the stage outputs stay under autocast; the state dict is unchanged."""
+    model = build_model(backbone, attention=attention, placement="stage_output", num_classes=7)
+    keys = list(model.state_dict())
+    assert float32_classifier(model) == head
+    classifier = model.get_submodule(head)
+    assert isinstance(classifier, Float32Linear) and list(model.state_dict()) == keys
+    assert sum(isinstance(m, Float32Linear) for m in model.modules()) == 1
+    features = []
+    classifier.register_forward_pre_hook(lambda module, args: features.append(args[0]))
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, *clip))
+    assert logits.dtype == torch.float32  # autocast would give bf16
+    expected = torch.nn.functional.linear(features[0].float(), classifier.weight, classifier.bias)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
+def test_prepare_model_makes_the_classifier_fp32_only_for_bf16():
+    model = build_model("resnet3d_10", num_classes=5)
+    prepare_model(model, StepSettings.reference(), CPU)
+    assert type(model.fc) is torch.nn.Linear
+    prepare_model(model, replace(StepSettings.reference(), bf16=True), CPU)
+    assert type(model.fc) is Float32Linear

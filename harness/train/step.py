@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.config.sections import TrainSection
 from registry import ConfigError
+from registry.checkpoints import NEW_MODULE_SEGMENTS
 
 CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace cuBLAS needs for reproducible results
 
@@ -124,12 +126,40 @@ def memory_format(dims: int) -> torch.memory_format:
 
 def prepare_model(model: nn.Module, settings: StepSettings, device: torch.device) -> nn.Module:
     """`model` on `device`, its convolution weights channels-last when asked (the input is
-    converted to match in `to_device`, so no convolution converts formats)."""
+    converted to match in `to_device`, so no convolution converts formats), its classifier in
+    fp32 under bf16 (`float32_classifier`)."""
     model.to(device)
     if settings.channels_last:
         three_d = any(isinstance(m, nn.Conv3d) for m in model.modules())
         model.to(memory_format=memory_format(5 if three_d else 4))
+    if settings.bf16:
+        float32_classifier(model)
     return model
+
+
+class Float32Linear(nn.Linear):
+    """An `nn.Linear` computed in fp32 under autocast: its outputs keep fp32's 24 bits."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return F.linear(features.float(), self.weight, self.bias)
+
+
+def float32_classifier(model: nn.Module) -> str | None:
+    """Make the model's classifier (its last `nn.Linear` outside the inserted attention
+    modules) a `Float32Linear`, in place (same parameters, same state dict); its path, or None
+    when it has none. Under bf16 a logit is rounded to 8 significant bits: between 8 and 16 it
+    moves in steps of 0.0625, so two classes' clip scores tie exactly, and evaluation's
+    top-1 flips on near-ties, far more often than in fp32."""
+    heads = [
+        (name, module) for name, module in model.named_modules()
+        if type(module) is nn.Linear and NEW_MODULE_SEGMENTS.isdisjoint(name.split("."))
+    ]  # fmt: skip
+    if not heads:
+        return None
+    name, head = heads[-1]
+    head.__class__ = Float32Linear
+    return name
 
 
 def compiled(model: nn.Module, settings: StepSettings) -> nn.Module:

@@ -29,10 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.data.batches import ClipBatches
-from harness.data.cache import CacheReader, ClipCache, decoder_version, open_cache
+from harness.data.cache import CacheReader, ClipCache, open_cache
 from harness.data.clips import ClipProtocol, FrameReader, TrainClips, make_loader
 from harness.data.datasets import DatasetConfig, FrameIndex, open_dataset, require_any_present
-from harness.data.torchcodec_reader import forced_decoder, uses_torchcodec
+from harness.data.torchcodec_reader import decoder_in_use, forced_decoder, uses_torchcodec
 from harness.data.video import read_frames
 
 LOADER_BATCH = 8
@@ -57,7 +57,7 @@ def bench_data(
 
     cv2.setNumThreads(1)  # per core: OpenCV's own threads would inflate the in-process rates
     reader, entries = _reader(config, videos)
-    results: dict = {"decoder": decoder_version()}
+    results: dict = {"decoder": decoder_in_use()}
     results["videos"] = _video_rates(reader, entries, protocol, clips, workers)
     if uses_torchcodec():
         with forced_decoder("pyav"):

@@ -50,7 +50,6 @@ from harness.data.datasets import (
 )
 from harness.data.pool import worker_pool
 from harness.data.splits import DataError
-from harness.data.torchcodec_reader import torchcodec_version, uses_torchcodec
 from harness.data.video import VideoIndex
 from harness.folders import lies_within
 
@@ -78,11 +77,10 @@ class CachedVideo:
 
 
 def decoder_version() -> str:
-    """What decodes the frames here: PyAV's version and libavcodec's, and torchcodec's (with the
-    FFmpeg it loaded) where it reads them (`harness.data.torchcodec_reader`)."""
+    """What decoded the frames: PyAV's version and libavcodec's (torchcodec, where it reads
+    them, uses the same libavcodec: `harness.data.torchcodec_reader.other_ffmpeg`)."""
     codec = ".".join(map(str, av.library_versions["libavcodec"]))
-    pyav = f"PyAV {av.__version__}, libavcodec {codec}"
-    return f"{pyav}; {torchcodec_version()}" if uses_torchcodec() else pyav
+    return f"PyAV {av.__version__}, libavcodec {codec}"
 
 
 def default_folder(config: DatasetConfig, short_side: int | None) -> Path:

@@ -21,6 +21,7 @@ from harness.data.formats import FORMATS, DatasetConfig
 from harness.data.frames import rgb_frame_files
 from harness.data.pool import worker_pool
 from harness.data.splits import DataError, SplitLists, hara_annotation, mmaction_lists
+from harness.data.torchcodec_reader import uses_torchcodec
 from harness.data.video import VideoIndex, index_video
 from harness.folders import nearest_existing
 
@@ -256,7 +257,7 @@ class FrameIndex:
         entry counts as absent (it is measured again)."""
         cached = self._entries.get(found)
         try:
-            if "ordered_pts" not in cached["index"]:
+            if "pts_addressable" not in cached["index"] and uses_torchcodec():
                 return None  # indexed before pts order was recorded: measured again, once
             if cached["stamp"] == self._stamp(found):
                 return VideoIndex(**cached["index"])

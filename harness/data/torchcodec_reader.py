@@ -1,19 +1,19 @@
 """torchcodec as the decoder of the frames PyAV would give, where it is installed and loads.
 
 torchcodec (Meta's FFmpeg binding for PyTorch) decodes and converts to RGB in C++, without PyAV's
-per-frame Python objects: on a 2-core CPU it reads 16-frame training clips of the synthetic AVIs
-2.7x as fast as PyAV, and whole videos 4x (`harness bench data` prints both on any machine where
-it loads). Its frames are PyAV's pixel for pixel (`tests/test_torchcodec.py` checks every frame
-of the fixtures and the synthetic videos), but it addresses frames by presentation timestamp
-while the harness addresses them in decode order (`harness.data.video`). So it reads only a video
-whose index shows the two orders to be one: every frame decoded with a timestamp above the last
-one's, no decode error, no rotation to apply. Any other video, and any torchcodec error, goes to
-PyAV.
+per-frame Python objects: on a 2-core CPU it made training clips of the synthetic AVIs 2.3x as
+fast as PyAV, and decoded whole videos 3.8x (`harness bench data` prints both on any machine
+where it loads). With the FFmpeg libraries PyAV uses, its frames are PyAV's pixel for pixel
+(`tests/test_torchcodec.py`), but it numbers frames by timestamp while the harness numbers them
+in decode order (`harness.data.video`). So it reads only a video whose index shows the two to
+agree (`VideoIndex.in_pts_order`) and whose frame count it counts too; any other video, and any
+torchcodec error, goes to PyAV.
 
-`HARNESS_DECODER` chooses: `auto` (default: torchcodec where it loads, else PyAV), `pyav`, or
-`torchcodec` (an error, exit 2, where it cannot load). torchcodec needs FFmpeg's shared libraries
-(major versions 4 to 8) where the dynamic loader finds them; it is optional
-(`pip install torchcodec`, the release made for the installed torch).
+`HARNESS_DECODER` chooses: `auto` (default: torchcodec where it loads with the FFmpeg libraries
+PyAV decodes with, else PyAV), `pyav`, or `torchcodec` (with whatever FFmpeg it loads; an error,
+exit 2, where it cannot load). torchcodec needs FFmpeg's shared libraries (major 4 to 8) where
+the dynamic loader finds them; it is optional (`pip install torchcodec`, the release made for
+the installed torch).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 
 from harness.data.splits import DataError
@@ -71,7 +72,33 @@ def uses_torchcodec() -> bool:
             "the torchcodec release made for this torch (`pip install torchcodec`) and FFmpeg's "
             f"shared libraries (major 4 to 8), or set {DECODER_ENV}=auto to decode with PyAV."
         )
-    return not problem
+    return not problem and (requested == "torchcodec" or not other_ffmpeg())
+
+
+@functools.cache
+def other_ffmpeg() -> str:
+    """How the FFmpeg torchcodec loaded differs from the one PyAV decodes with ('' when they
+    are one: the same libraries give the same pixels; `auto` uses torchcodec only then)."""
+    from torchcodec._core import get_ffmpeg_library_versions
+
+    theirs = get_ffmpeg_library_versions()
+    differing = [
+        f"{name} {_dotted(theirs[name])} against PyAV's {_dotted(version)}"
+        for name, version in av.library_versions.items()
+        if name in theirs and tuple(theirs[name]) != tuple(version)
+    ]
+    return "; ".join(differing)
+
+
+def decoder_in_use() -> str:
+    """What decodes video files in this process, as runs and `bench data` name it."""
+    pyav = f"PyAV {av.__version__} (libavcodec {_dotted(av.library_versions['libavcodec'])})"
+    if uses_torchcodec():
+        return f"{torchcodec_version()} where the index allows, else {pyav}"
+    if requested_decoder() == "auto" and not torchcodec_problem():
+        return (f"{pyav}; torchcodec loads, but with another FFmpeg ({other_ffmpeg()}), whose "
+                f"pixels may differ ({DECODER_ENV}=torchcodec uses it even so)")  # fmt: skip
+    return pyav
 
 
 @functools.cache
@@ -108,9 +135,12 @@ def _dotted(version) -> str:
     return ".".join(map(str, version)) if isinstance(version, list | tuple) else str(version)
 
 
-def torchcodec_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray | None:
+def torchcodec_frames(
+    path: str | Path, indices: Sequence[int], frames: int | None = None
+) -> np.ndarray | None:
     """RGB frames at `indices` (presentation order), `(len(indices), H, W, 3)` uint8, or `None`
-    when torchcodec cannot deliver them all (the caller then decodes with PyAV)."""
+    when torchcodec cannot deliver them all, or counts other than `frames` in the video (a
+    packet that decodes to no frame, which its numbering counts): the caller then uses PyAV."""
     from torchcodec.decoders import VideoDecoder
 
     wanted = sorted(set(indices))
@@ -118,6 +148,8 @@ def torchcodec_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray | 
         decoder = VideoDecoder(
             str(path), dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact"
         )
+        if frames is not None and decoder.metadata.num_frames != frames:
+            return None
         batch = decoder.get_frames_at(wanted).data.numpy()
     except FAILURES:
         return None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from harness.data.torchcodec_reader import torchcodec_frames, uses_torchcodec
 
@@ -40,13 +41,13 @@ class VideoIndex:
     keyframe_pts: list[int] = field(default_factory=list)
     decode_errors: int = 0
     error: str = ""
-    ordered_pts: bool | None = None  # every frame's pts above the last's (None: not recorded)
+    pts_addressable: bool | None = None  # `_PtsOrder`'s verdict (None: not recorded)
 
     def in_pts_order(self) -> bool:
         """Whether frame `i` in decode order is frame `i` by timestamp, for a decoder that
-        addresses frames so (torchcodec): pts rising, nothing failed, no rotation to apply."""
+        addresses frames so (torchcodec): pts addressable, nothing failed, no rotation."""
         clean = not (self.decode_errors or self.error or self.rotation)
-        return bool(self.ordered_pts) and clean and self.status() == "ok"
+        return bool(self.pts_addressable) and clean and self.status() == "ok"
 
     def status(self, min_frames: int = 1) -> str:
         """ok, unreadable (nothing decodes), truncated (far fewer frames decode than the header
@@ -89,16 +90,14 @@ def index_video(path: str | Path) -> VideoIndex:
         return VideoIndex(0, 0, 0, error=f"{type(error).__name__}: {error}")
     with container:
         stream = container.streams.video[0]
-        index = VideoIndex(0, int(stream.frames or 0), 0, ordered_pts=True)
-        last_pts = None
+        index = VideoIndex(0, int(stream.frames or 0), 0)
+        order = _PtsOrder(guessed="avi" in container.format.name.split(","))
         try:
             for frame in _decoded(container, stream):
                 if frame is None:
                     index.decode_errors += 1
                     continue
-                rising = frame.pts is not None and (last_pts is None or frame.pts > last_pts)
-                index.ordered_pts &= rising
-                last_pts = frame.pts
+                order.see(frame)
                 if frame.key_frame:
                     index.keyframes.append(index.frames)
                     index.keyframe_pts.append(frame.pts)
@@ -107,7 +106,26 @@ def index_video(path: str | Path) -> VideoIndex:
                 index.frames += 1
         except av.error.FFmpegError as error:  # demuxing stopped: keep what decoded
             index.error = f"{type(error).__name__}: {error}"
+    index.pts_addressable = order.addressable
     return index
+
+
+class _PtsOrder:
+    """Whether a decoder that numbers frames by timestamp (torchcodec) numbers them as decode
+    order does: every frame's pts above the last's, and no B-frame in a container whose
+    demuxer guesses pts from the decode order (AVI: there torchcodec, sorting packets by those
+    guesses, returned the frame after or before the one asked for)."""
+
+    def __init__(self, *, guessed: bool) -> None:
+        self.guessed = guessed
+        self.last_pts: int | None = None
+        self.addressable = True
+
+    def see(self, frame: av.VideoFrame) -> None:
+        rising = frame.pts is not None and (self.last_pts is None or frame.pts > self.last_pts)
+        reordered = self.guessed and frame.pict_type == PictureType.B
+        self.addressable &= rising and not reordered
+        self.last_pts = frame.pts
 
 
 def read_frames(
@@ -122,8 +140,8 @@ def read_frames(
     wanted = sorted(set(indices))
     if not wanted:
         raise ValueError("no frames requested")
-    if index is not None and index.in_pts_order() and uses_torchcodec():
-        batch = torchcodec_frames(path, indices)
+    if _for_torchcodec(index, wanted):
+        batch = torchcodec_frames(path, indices, index.frames)
         if batch is not None:
             return batch
     frames = _decode_from_keyframe(path, wanted, index) if index else None
@@ -133,6 +151,12 @@ def read_frames(
     if missing:
         raise DecodeError(f"{path}: frames {missing[:5]} did not decode")
     return np.stack([frames[i] for i in indices])
+
+
+def _for_torchcodec(index: VideoIndex | None, wanted: list[int]) -> bool:
+    """torchcodec reads them: in use, the video pts-addressable, every index within it."""
+    inside = index is not None and 0 <= wanted[0] and wanted[-1] < index.frames
+    return inside and index.in_pts_order() and uses_torchcodec()
 
 
 def _decode_from_keyframe(path, wanted: list[int], index: VideoIndex) -> dict | None:

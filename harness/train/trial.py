@@ -25,10 +25,10 @@ from harness.analysis.latency import clip_latency_ms
 from harness.analysis.metrics import VideoMetrics
 from harness.config import Spec, Trial
 from harness.config.sections import TrainSection
-from harness.data.cache import decoder_version
 from harness.data.clips import make_loader
 from harness.data.datasets import unreadable_message
 from harness.data.splits import DataError
+from harness.data.torchcodec_reader import decoder_in_use
 from harness.device import device_name
 from harness.tracking import NullRunLog, RunLog, Store
 from harness.tracking.provenance import provenance_tags
@@ -275,7 +275,7 @@ def _log_trial(log: RunLog, context: _Context, model) -> None:
     log.set_tags({"spec_path": str(spec.path), "spec_hash": spec.content_hash,
                   CONFIG_HASH_TAG: spec.config_hash(trial), "device": device_name(device),
                   "dataset": spec.dataset.name, "train_batch_size": str(context.train.batch_size),
-                  "train_lr": str(context.train.lr), "decoder": decoder_version(),
+                  "train_lr": str(context.train.lr), "decoder": decoder_in_use(),
                   **provenance_tags()})  # fmt: skip
     params = trial.fields() | {
         "split": trial.split,

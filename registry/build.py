@@ -65,6 +65,7 @@ class ResolvedModel:
                 f"Backbone {self.backbone.name!r} declares insertion points it does not build: "
                 f"asked for {sorted(selected)}, placed {sorted(placed)}."
             )
+        model.classifier_path = self.backbone.classifier  # for who must find it (bf16's fp32 head)
         return model
 
 

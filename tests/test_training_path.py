@@ -481,14 +481,15 @@ def test_deterministic_cuda_steps_repeat_bit_for_bit(attention):
      ("vgg16", "se", "classifier.6", (3, 32, 32)), ("resnet2d_18", "se", "fc", (3, 32, 32))],
 )  # fmt: skip
 def test_under_bf16_the_classifier_computes_in_fp32(backbone, attention, head, clip):
-    """The classifier alone leaves bf16: logits in fp32 from the bf16 features, not rounded to 8
-    bits (steps of 0.0625 between 8 and 16: exact ties between classes). SE's own linear layers
-    at the stage outputs stay under autocast; the state dict is unchanged."""
+    """The classifier alone (the backbone's registered one) leaves bf16: logits in fp32 from the
+    bf16 features, not rounded to 8 bits (steps of 0.0625 between 8 and 16: exact ties between
+    classes). SE's own linear layers stay under autocast; the state dict is unchanged."""
     model = build_model(backbone, attention=attention, placement="stage_output", num_classes=7)
     keys = list(model.state_dict())
     assert float32_classifier(model) == head
     classifier = model.get_submodule(head)
     assert isinstance(classifier, Float32Linear) and list(model.state_dict()) == keys
+    assert float32_classifier(model) == head  # again: the same one, nothing else changed
     assert sum(isinstance(m, Float32Linear) for m in model.modules()) == 1
     features = []
     classifier.register_forward_pre_hook(lambda module, args: features.append(args[0]))

@@ -24,7 +24,6 @@ from torch import nn
 
 from harness.config.sections import TrainSection
 from registry import ConfigError
-from registry.checkpoints import NEW_MODULE_SEGMENTS
 
 CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace cuBLAS needs for reproducible results
 
@@ -146,20 +145,17 @@ class Float32Linear(nn.Linear):
 
 
 def float32_classifier(model: nn.Module) -> str | None:
-    """Make the model's classifier (its last `nn.Linear` outside the inserted attention
-    modules) a `Float32Linear`, in place (same parameters, same state dict); its path, or None
-    when it has none. Under bf16 a logit is rounded to 8 significant bits: between 8 and 16 it
-    moves in steps of 0.0625, so two classes' clip scores tie exactly, and evaluation's
-    top-1 flips on near-ties, far more often than in fp32."""
-    heads = [
-        (name, module) for name, module in model.named_modules()
-        if type(module) is nn.Linear and NEW_MODULE_SEGMENTS.isdisjoint(name.split("."))
-    ]  # fmt: skip
-    if not heads:
-        return None
-    name, head = heads[-1]
-    head.__class__ = Float32Linear
-    return name
+    """Make the model's classifier (the backbone's registered one, `classifier_path`, set by
+    the registry's build) a `Float32Linear`, in place (same parameters, same state dict); its
+    path, or None where there is none to make so (not an `nn.Linear`: a plugin's own head).
+    Under bf16 a logit is rounded to 8 significant bits: between 8 and 16 it moves in steps of
+    0.0625, so two classes' clip scores tie exactly, and evaluation's top-1 flips on near-ties,
+    far more often than in fp32."""
+    path = getattr(model, "classifier_path", None)
+    head = model.get_submodule(path) if path else None
+    if type(head) is nn.Linear:
+        head.__class__ = Float32Linear
+    return path if isinstance(head, Float32Linear) else None
 
 
 def compiled(model: nn.Module, settings: StepSettings) -> nn.Module:

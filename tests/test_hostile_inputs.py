@@ -20,6 +20,7 @@ import yaml
 
 from harness.cli import main
 from harness.config import SpecError, load_spec
+from harness.config.spec import _blamed_on_override
 from harness.tracking.mlflow_store import MlflowStore
 from harness.train import engine
 from tests.conftest import ROOT
@@ -872,3 +873,17 @@ def test_ctrl_c_on_a_parallel_sweep_leaves_every_cut_run_killed(tmp_path):
     assert sweep.returncode == 130, f"{dispositions}\n{output}"
     assert "Traceback" not in output and "0 finished" in output
     assert sorted(r.info.status for r in runs(tmp_path)) == ["KILLED", "KILLED"]
+
+
+def test_a_trial_error_is_blamed_on_the_set_only_when_it_names_the_sets_value(tmp_path):
+    """A trial the grid cannot build names every axis value; the error goes to a --set only
+    when its problem names what that --set gave, not when the --set's axis merely shares the
+    trial with the spec file's mistake."""
+    path = tmp_path / "spec.yaml"
+    trial = "trial (backbone=resnet3d_18, attention=eam, placement=stage_output)"
+    spec_mistake = SpecError(f"{path}: {trial}: eam_s: option k_c=4 is not allowed.")
+    assert _blamed_on_override(spec_mistake, path, ["grid.backbone=[resnet3d_18]"]) is spec_mistake
+    placement = "trial (backbone=resnet3d_18, attention=eam, placement=nowhere)"
+    set_mistake = SpecError(f"{path}: {placement}: Unknown placement 'nowhere'.")
+    blamed = _blamed_on_override(set_mistake, path, ["grid.placement=[nowhere]"])
+    assert str(blamed).startswith("--set 'grid.placement=[nowhere]' (applied to "), blamed

@@ -228,8 +228,8 @@ def _wait_for(url: str, timeout: float) -> None:
 
 def test_torchrun_ranks_leave_quietly_when_rank_0_refuses_the_spec(tmp_path):
     """Rank 0's preflight refuses the spec (weights missing): rank 0 says why, once, and the
-    other rank leaves with exit 2 too, rather than with gloo's traceback from the store
-    barrier that rank 0 never reached."""
+    other rank leaves without a word (exit 2, or torchrun's SIGTERM when rank 0 ended first),
+    rather than with gloo's traceback from the store barrier that rank 0 never reached."""
     spec = yaml.safe_load(Path(QUICKSTART).read_text())
     spec["train"] |= {"pretrained": str(tmp_path / "missing-r10.pth"), "seeds": [0]}
     path = tmp_path / "refused.yaml"
@@ -241,5 +241,7 @@ def test_torchrun_ranks_leave_quietly_when_rank_0_refuses_the_spec(tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode != 0 and output.count("missing-r10.pth' does not exist") == 1, output
     assert "[rank1]" not in output and "Connection reset" not in output, output
-    assert re.findall(r"^\s*exitcode\s*: (\d+)", output, re.M) == ["2", "2"], output  # torchrun
+    exits = re.findall(r"^\s*exitcode\s*: (-?\d+)", output, re.M)  # torchrun's summary
+    assert exits[-1] == "2" and set(exits) <= {"2", "-15"}, output  # rank 0 first; rank 1 left
+    # with exit 2, or torchrun stopped it (SIGTERM) when rank 0 ended first
     assert not (tmp_path / "mlflow.db").exists()  # said before any store was made

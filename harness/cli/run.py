@@ -131,14 +131,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _preflight_on_main(spec, main: bool, checked: bool) -> None:
     """`preflight` on rank 0 when `checked` (missing data, weights or split files, said before a
-    store exists). Under torchrun its verdict reaches every rank: where it refuses the spec,
-    the other ranks leave with exit 2 and without a word, rather than with gloo's or NCCL's
-    traceback from a barrier whose rank 0 is gone."""
+    store exists). Under torchrun its verdict reaches every rank: where it refuses the spec (or
+    fails: a full disk, a bug), the other ranks leave with exit 2 and without a word, rather
+    than wait at a barrier whose rank 0 is gone; rank 0 raises what it met."""
     refusal = None
     if checked:
         try:
             preflight(spec)
-        except ConfigError as error:
+        except Exception as error:  # noqa: BLE001 -- told to every rank, then raised as it was
             refusal = error
     if broadcast_from_main(refusal is not None) and not main:
         raise SystemExit(2)

@@ -218,9 +218,11 @@ def _blamed_on_override(error: SpecError, path: Path, overrides: Sequence[str]) 
     itself holds no such value), or `error` unchanged when no override names that key."""
     message = str(error)
     for override in reversed(overrides):  # the last --set of a key is the one that counts
-        names = override.partition("=")[0].split(".")
+        key, _, value = override.partition("=")
+        names = key.split(".")
         prefixes = [".".join(names[:n]) for n in range(1, len(names) + 1)]  # an unknown section
         named = any(_names_key(message, prefix) for prefix in prefixes)
+        named = named or _trial_names_value(message, names[-1], value)
         if named and message.startswith(f"{path}: "):
             problem = message.removeprefix(f"{path}: ")
             return SpecError(f"--set {override!r} (applied to {path}): {problem}")
@@ -228,13 +230,24 @@ def _blamed_on_override(error: SpecError, path: Path, overrides: Sequence[str]) 
 
 
 def _names_key(message: str, key: str) -> bool:
-    """Whether a spec error `message` is about `key` (`a.b`): "key 'a.b'", "'b' in a.", or a
-    trial whose values, "trial (…, b=…)", include the one `b` gave (a grid axis, a model key)."""
+    """Whether a spec error `message` is about `key` (`a.b`): "key 'a.b'" or "'b' in a."."""
     parent, _, last = key.rpartition(".")
-    trial = re.search(r": trial \(([^)]*)\)", message)
-    in_trial = bool(trial and re.search(rf"(^|, ){re.escape(last)}=", trial.group(1)))
-    in_section = f"'{last}' in {parent or 'the top level'}." in message
-    return in_trial or in_section or f"'{key}'" in message
+    return f"'{key}'" in message or f"'{last}' in {parent or 'the top level'}." in message
+
+
+def _trial_names_value(message: str, name: str, value: str) -> bool:
+    """Whether `message` is a trial's error ("trial (…, name=v): problem") whose problem names
+    a value the override gave `name` (an unknown placement, a kernel size): not an error of the
+    trial's other values that merely shares the trial with it."""
+    trial = re.search(r": trial \(([^)]*)\): (.*)", message, re.S)
+    if not (trial and re.search(rf"(^|, ){re.escape(name)}=", trial.group(1))):
+        return False
+    try:
+        given = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:  # a value the spec's own loader reads and safe_load does not
+        given = value
+    items = given if isinstance(given, list) else [given]
+    return any(str(item) in trial.group(2) for item in items if item is not None)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -24,10 +24,10 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool = ProcessPoolExecutor(workers, initializer=_ignore_interrupts)
     try:
         yield pool
-    except BaseException:  # Ctrl-C, or a consumer giving up (GeneratorExit): stop, then say so
+        pool.shutdown(wait=True)
+    except BaseException:  # Ctrl-C (in the block or the shutdown), a consumer giving up: stop
         _stop(pool)
         raise
-    pool.shutdown(wait=True)
 
 
 def _ignore_interrupts() -> None:

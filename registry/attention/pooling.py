@@ -2,10 +2,12 @@
 
 Average pooling is written with `adaptive_avg_pool*d` on purpose: the `paper` FLOP convention
 (`harness.complexity`) counts average-pooling ops at one FLOP per input element, as the EAM
-paper's Table 4 implies, and leaves max pooling, sigmoid and element-wise gating free. Max pooling
-is an `amax` reduction, which that convention leaves free too: the same values as
-`adaptive_max_pool*d`, and a backward pass CUDA computes deterministically (adaptive max pooling's
-accumulates with atomics, so `train.deterministic` could not hold for EAM, CBAM or AARM).
+paper's Table 4 implies, and leaves max pooling, sigmoid and element-wise gating free (EAM's
+descriptor, mean plus max as one autograd function, `GlobalAvgMaxPool`, counts as the average
+pooling it holds). Max pooling is an `amax` reduction, which that convention leaves free too:
+the same values as `adaptive_max_pool*d`, and a backward pass CUDA computes deterministically
+(adaptive max pooling's accumulates with atomics, so `train.deterministic` could not hold for
+EAM, CBAM or AARM).
 """
 
 from __future__ import annotations

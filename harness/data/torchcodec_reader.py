@@ -1,9 +1,9 @@
 """torchcodec as the decoder of the frames PyAV would give, where it is installed and loads.
 
 torchcodec (Meta's FFmpeg binding for PyTorch) decodes and converts to RGB in C++, without PyAV's
-per-frame Python objects: on a 2-core CPU it made training clips of the synthetic AVIs 2.3x as
-fast as PyAV, and decoded whole videos 3.8x (`harness bench data` prints both on any machine
-where it loads). With the FFmpeg libraries PyAV uses, its frames are PyAV's pixel for pixel
+per-frame Python objects: on a 2-core CPU it made training clips of the synthetic AVIs about
+2x as fast as PyAV, and decoded whole videos about 4x (`harness bench data` prints both on any
+machine where it loads). With the FFmpeg libraries PyAV uses, its frames are PyAV's pixel for pixel
 (`tests/test_torchcodec.py`), but it numbers frames by timestamp while the harness numbers them
 in decode order (`harness.data.video`). So it reads only a video whose index shows the two to
 agree (`VideoIndex.in_pts_order`) and whose frame count it counts too; any other video, and any

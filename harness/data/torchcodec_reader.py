@@ -40,8 +40,8 @@ def requested_decoder() -> str:
     if value not in DECODERS:
         raise DataError(
             f"environment variable {DECODER_ENV}={os.environ[DECODER_ENV]!r} is not a decoder; "
-            f"expected one of {', '.join(DECODERS)} (auto: torchcodec where it loads, else "
-            f"PyAV). Unset it or set one of these."
+            f"expected one of {', '.join(DECODERS)} (auto: torchcodec where it loads with "
+            f"PyAV's FFmpeg libraries, else PyAV). Unset it or set one of these."
         )
     return value
 

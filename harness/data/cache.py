@@ -34,7 +34,6 @@ from fnmatch import fnmatch
 from pathlib import Path
 from shlex import quote
 
-import av
 import numpy as np
 
 from harness.data.clips import FrameReader
@@ -50,6 +49,7 @@ from harness.data.datasets import (
 )
 from harness.data.pool import worker_pool
 from harness.data.splits import DataError
+from harness.data.torchcodec_reader import pyav_version
 from harness.data.video import VideoIndex
 from harness.folders import lies_within
 
@@ -74,13 +74,6 @@ class CachedVideo:
     @property
     def bytes(self) -> int:
         return self.frames * self.height * self.width * CHANNELS
-
-
-def decoder_version() -> str:
-    """What decoded the frames: PyAV's version and libavcodec's (torchcodec, where it reads
-    them, uses the same libavcodec: `harness.data.torchcodec_reader.other_ffmpeg`)."""
-    codec = ".".join(map(str, av.library_versions["libavcodec"]))
-    return f"PyAV {av.__version__}, libavcodec {codec}"
 
 
 def default_folder(config: DatasetConfig, short_side: int | None) -> Path:
@@ -268,11 +261,11 @@ _WARNED: set[Path] = set()  # cache folders whose decoder difference this proces
 def _warn_decoder(cache: ClipCache) -> None:
     """Say (once per folder) when the cache was decoded by another PyAV or libavcodec than this
     process has: the frames are what that decoder gave, which `layout: files` may not match."""
-    if cache.decoder != decoder_version() and cache.folder not in _WARNED:
+    if cache.decoder != pyav_version() and cache.folder not in _WARNED:
         _WARNED.add(cache.folder)
         print(
             f"warning: the clip cache {cache.folder} was decoded with {cache.decoder}; this "
-            f"process decodes with {decoder_version()}. Its frames stay as that decoder gave "
+            f"process decodes with {pyav_version()}. Its frames stay as that decoder gave "
             "them; rebuild it (delete the folder, then `harness data cache`) for this decoder's.",
             file=sys.stderr,
         )
@@ -415,7 +408,7 @@ def _write(out: Path, root: Path, previous: ClipCache | None, reused: list[str],
         records = _write_frames(partial, root, previous, reused, decode, indexes, short_side,
                                 workers, stamps)  # fmt: skip
         header = {"version": CACHE_VERSION, "short_side": short_side, "frames_file": name,
-                  "decoder": decoder_version(), "root": str(root.resolve()),
+                  "decoder": pyav_version(), "root": str(root.resolve()),
                   "videos": {k: asdict(v) for k, v in records.items()}}  # fmt: skip
         index_partial.write_text(json.dumps(header), encoding="utf-8")
         partial.replace(out / name)

@@ -90,9 +90,15 @@ def other_ffmpeg() -> str:
     return "; ".join(differing)
 
 
+def pyav_version() -> str:
+    """`PyAV X, libavcodec Y`: what decodes where torchcodec does not, and what a clip cache
+    records as its decoder (torchcodec, where it reads, uses the same libavcodec in `auto`)."""
+    return f"PyAV {av.__version__}, libavcodec {_dotted(av.library_versions['libavcodec'])}"
+
+
 def decoder_in_use() -> str:
     """What decodes video files in this process, as runs and `bench data` name it."""
-    pyav = f"PyAV {av.__version__} (libavcodec {_dotted(av.library_versions['libavcodec'])})"
+    pyav = pyav_version()
     if uses_torchcodec():
         return f"{torchcodec_version()} where the index allows, else {pyav}"
     if requested_decoder() == "auto" and not torchcodec_problem():
